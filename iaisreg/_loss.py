@@ -1,0 +1,180 @@
+"""The IAIS regularizer (paper Eq. 11 and 13) in both the authors' code's
+form (``variant="official"``) and the printed equations' (``variant="paper"``)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ._blocks import Items, block_softmax, item_masks, two_block_log_softmax
+from ._divergence import mkl_terms, official_distributed_terms, safe_log
+from ._mirror import distributed_mirror, singular_target
+from ._namespace import compute_dtype, device_of, get_namespace
+from ._validate import check_option, check_scores
+
+__all__ = ["iais", "MODES", "ANCHORS", "VARIANTS", "HEADS", "REDUCTIONS", "INPUTS", "resolve_heads"]
+
+MODES = ("singular", "distributed")
+ANCHORS = ("V", "L", "both")
+VARIANTS = ("official", "paper")
+HEADS = ("auto", "mean_probs", "per_head", "mean_scores")
+REDUCTIONS = ("mean", "sum", "none")
+INPUTS = ("scores", "probs")
+
+
+def resolve_heads(heads: str, variant: str) -> str:
+    if heads == "auto":
+        return "mean_probs" if variant == "official" else "per_head"
+    return heads
+
+
+def _anchor_loss(p: Any, log_p: Any, anchor: Any, other: Any, *, mode: str, variant: str, xp: Any) -> Any:
+    """Per-sample loss for one anchor. ``p``/``log_p``: ``(B, H', N, N)``
+    block softmaxes (text columns normalised over text, image columns over
+    image); ``anchor``/``other``: ``(B, N)`` item masks. Returns ``(B,)``."""
+    a_row, a_col = anchor[:, None, :, None], anchor[:, None, None, :]
+    o_row, o_col = other[:, None, :, None], other[:, None, None, :]
+    pair = a_row & a_col
+    if mode == "singular":
+        # official: mirror the head-averaged probabilities, then softmax them;
+        # paper: mirror the scores (log-probabilities differ from the scores by a
+        # per-row constant, which the row softmax removes).
+        source = p if variant == "official" else log_p
+        log_q, q = singular_target(source, p, a_col, o_col, xp)
+        per = mkl_terms(p, log_p, q, log_q, pair, xp)
+    else:
+        q = distributed_mirror(p, a_row, a_col, o_row, o_col, xp)
+        if variant == "official":
+            per = official_distributed_terms(p, log_p, q, pair, xp)
+        else:
+            per = mkl_terms(p, log_p, q, safe_log(q, xp), pair, xp)
+    dt = p.dtype
+    n_a = xp.sum(xp.astype(anchor, dt), axis=-1)
+    n_o = xp.sum(xp.astype(other, dt), axis=-1)
+    per = xp.mean(per, axis=1)  # over heads (a single slot when heads are averaged)
+    if variant == "official":  # KLDivLoss(reduction="batchmean") divides by the row count
+        one = xp.asarray(1.0, dtype=dt, device=device_of(p, xp))
+        per = per / xp.maximum(n_a, one)
+    valid = (n_a > 0) & (n_o > 0)
+    return xp.where(valid, per, xp.zeros_like(per))
+
+
+def iais(
+    attn: Any,
+    n_text: Any = None,
+    *,
+    text_mask: Any = None,
+    image_mask: Any = None,
+    attention_mask: Any = None,
+    mode: str = "singular",
+    anchor: str = "V",
+    variant: str = "official",
+    heads: str = "auto",
+    reduction: str = "mean",
+    inputs: str = "scores",
+    check_overlap: bool | None = None,
+    xp: Any = None,
+) -> Any:
+    """IAIS relation-alignment loss (paper Eq. 11 singular / Eq. 13 distributed).
+
+    Args:
+        attn: ``(B, H, N, N)`` or ``(B, N, N)`` attention scores of one layer,
+            ``Q K^T / sqrt(d)`` before any additive mask and softmax; or
+            attention probabilities with ``inputs="probs"``. float16/bfloat16
+            are computed in float32.
+        n_text: int split point (positions ``< n_text`` are text items, the
+            rest image items) or a ``(B,)`` integer array of per-sample text
+            lengths. Alternatively give ``text_mask``/``image_mask``.
+        text_mask, image_mask: ``(B, N)`` or ``(N,)`` boolean (or 0/1 integer)
+            membership of the linguistic / visual items; any layout (padding
+            in the middle, excluded ``[CLS]``/``[SEP]``). Must not overlap
+            (checked when the values are on the host).
+        attention_mask: ``(B, N)`` valid positions; padding belongs to no block.
+        mode: ``"singular"`` (argmax mirror, Eq. 10-11) or ``"distributed"``
+            (``P_ao @ P_oa``, Eq. 12-13).
+        anchor: ``"V"`` (visual self-attention vs the mirror built from text),
+            ``"L"`` (the reverse) or ``"both"`` (their sum).
+        variant: ``"official"`` (the authors' code, default) or ``"paper"``
+            (the printed equations); see ``docs/semantics.md``.
+        heads: ``"auto"`` (official: ``"mean_probs"``; paper: ``"per_head"``),
+            ``"mean_probs"`` (average the block probabilities over heads),
+            ``"per_head"`` (loss per head, then mean), ``"mean_scores"``
+            (average the scores over heads first).
+        reduction: ``"mean"`` over samples, ``"sum"``, or ``"none"`` -> ``(B,)``.
+        inputs: ``"scores"`` or ``"probs"``.
+
+    Returns:
+        The loss: a scalar, or ``(B,)`` for ``reduction="none"``, in the
+        compute dtype (float32 for 16-bit inputs). A sample with no text item
+        or no image item contributes loss 0 with zero gradient (and still
+        counts in the mean).
+
+    Reproducing the authors' UNITER setup (scores of the last layer's
+    positive pairs, text items without ``[CLS]``/``[SEP]``)::
+
+        t, v = masks_from_lengths(N, txt_lens - 2, num_bbs, text_start=1, image_start=max_tl)
+        iais(scores, text_mask=t, image_mask=v, mode="singular", anchor="V")
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> scores = rng.normal(size=(2, 4, 7, 7))
+    >>> loss = iais(scores, 3, mode="distributed", anchor="both")
+    >>> loss.shape, bool(loss >= 0)
+    ((), True)
+    """
+    func = "iais"
+    check_option("mode", mode, MODES, func=func)
+    check_option("anchor", anchor, ANCHORS, func=func)
+    check_option("variant", variant, VARIANTS, func=func)
+    check_option("heads", heads, HEADS, func=func)
+    check_option("reduction", reduction, REDUCTIONS, func=func)
+    check_option("inputs", inputs, INPUTS, func=func)
+    b, _, n = check_scores(attn, func=func)
+    xp = get_namespace(attn, xp=xp)
+    dt = compute_dtype(attn.dtype, xp, name="attn")
+    dev = device_of(attn, xp)
+    items = item_masks(
+        b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask, attention_mask=attention_mask,
+        xp=xp, dev=dev, func=func, check_overlap=check_overlap,
+    )
+    s = xp.astype(attn, dt)
+    if s.ndim == 3:
+        s = s[:, None, :, :]
+    return _iais_from_scores(s, items, mode=mode, anchor=anchor, variant=variant, heads=heads,
+                             reduction=reduction, inputs=inputs, xp=xp)
+
+
+def block_probs(s: Any, items: Items, *, heads: str, inputs: str, xp: Any) -> tuple[Any, Any]:
+    """Block softmaxes of ``s`` ``(B, H, N, N)``: ``(p, log_p)`` of shape
+    ``(B, H', N, N)``, ``H' = 1`` when heads are averaged."""
+    if inputs == "probs":
+        s = safe_log(s, xp)
+    if heads == "mean_scores":
+        s = xp.mean(s, axis=1, keepdims=True)
+    t_col = items.text[:, None, None, :]
+    v_col = items.image[:, None, None, :]
+    if heads == "mean_probs":
+        # average each block's probabilities over heads first: everything after is (B, 1, N, N)
+        p_t = xp.mean(block_softmax(s, t_col, xp), axis=1, keepdims=True)
+        p_v = xp.mean(block_softmax(s, v_col, xp), axis=1, keepdims=True)
+        zero = xp.zeros_like(p_t)
+        p = xp.where(t_col, p_t, xp.where(v_col, p_v, zero))
+        log_p = safe_log(p, xp)
+    else:
+        log_p, p = two_block_log_softmax(s, t_col, v_col, xp)
+    return p, log_p
+
+
+def _iais_from_scores(s: Any, items: Items, *, mode: str, anchor: str, variant: str, heads: str,
+                      reduction: str, inputs: str, xp: Any) -> Any:
+    heads = resolve_heads(heads, variant)
+    p, log_p = block_probs(s, items, heads=heads, inputs=inputs, xp=xp)
+    per = None
+    if anchor in ("V", "both"):
+        per = _anchor_loss(p, log_p, items.image, items.text, mode=mode, variant=variant, xp=xp)
+    if anchor in ("L", "both"):
+        loss_l = _anchor_loss(p, log_p, items.text, items.image, mode=mode, variant=variant, xp=xp)
+        per = loss_l if per is None else per + loss_l
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return xp.sum(per)
+    return xp.mean(per)

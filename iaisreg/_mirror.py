@@ -1,0 +1,60 @@
+"""The mirrored intra-modal attention built from the other modality:
+singular (paper Eq. 10, Alg. 2) and distributed (paper Eq. 12).
+
+Arrays are full ``(..., N, N)`` matrices; rows/columns outside a block are
+masked, never sliced, so every shape is static."""
+from __future__ import annotations
+
+from typing import Any
+
+from ._blocks import block_log_softmax
+from ._divergence import safe_log
+from ._namespace import device_of
+
+__all__ = ["mirror_index", "singular_mirror", "distributed_mirror", "singular_target", "distributed_target"]
+
+
+def mirror_index(p_ao: Any, other_cols: Any, xp: Any) -> Any:
+    """``i* = argmax_j P_ao[i, j]`` over the other modality's columns (Alg. 2,
+    line 3). ``p_ao``: ``(..., N, N)`` probabilities (or scores); returns
+    ``(..., N)`` integer positions. Ties go to the first position. The argmax
+    carries no gradient; for rows outside the anchor the value is unused."""
+    low = xp.asarray(float(xp.finfo(p_ao.dtype).min), dtype=p_ao.dtype, device=device_of(p_ao, xp))
+    return xp.argmax(xp.where(other_cols, p_ao, low), axis=-1)
+
+
+def singular_mirror(source: Any, idx: Any, xp: Any) -> Any:
+    """``M[i, j] = source[idx[i], idx[j]]`` (Eq. 10): the other modality's
+    self-attention read at the positions each anchor item is mapped to.
+    ``source``: ``(..., N, N)``; ``idx``: ``(..., N)``. Gradients flow into
+    ``source``; implemented with two ``take_along_axis`` gathers."""
+    nd = source.ndim
+    shape = tuple(source.shape)
+    rows = xp.broadcast_to(idx[..., :, None], shape)
+    picked = xp.take_along_axis(source, rows, axis=nd - 2)
+    cols = xp.broadcast_to(idx[..., None, :], shape)
+    return xp.take_along_axis(picked, cols, axis=nd - 1)
+
+
+def singular_target(source: Any, p_ao: Any, anchor_cols: Any, other_cols: Any, xp: Any) -> tuple[Any, Any]:
+    """Singular alignment target ``softmax_row(M)`` over the anchor columns,
+    with ``M`` from :func:`singular_mirror`. Returns ``(log_q, q)``."""
+    idx = mirror_index(p_ao, other_cols, xp)
+    m = singular_mirror(source, idx, xp)
+    return block_log_softmax(m, anchor_cols, xp)
+
+
+def distributed_mirror(p: Any, anchor_rows: Any, anchor_cols: Any, other_rows: Any, other_cols: Any, xp: Any) -> Any:
+    """``P_ao @ P_oa`` (Eq. 12): attention from each anchor item to the other
+    modality, then back. ``p`` holds the block softmaxes, ``(..., N, N)``;
+    the result is non-zero only on (anchor row, anchor column) entries."""
+    zero = xp.zeros_like(p)
+    p_ao = xp.where(anchor_rows & other_cols, p, zero)
+    p_oa = xp.where(other_rows & anchor_cols, p, zero)
+    return xp.matmul(p_ao, p_oa)
+
+
+def distributed_target(p: Any, anchor_rows: Any, anchor_cols: Any, other_rows: Any, other_cols: Any, xp: Any) -> tuple[Any, Any]:
+    """Distributed alignment target and its (clamped) log: ``(log_q, q)``."""
+    q = distributed_mirror(p, anchor_rows, anchor_cols, other_rows, other_cols, xp)
+    return safe_log(q, xp), q

@@ -1,0 +1,1 @@
+"""Integrations of :mod:`iaisreg` with published model code (run from a checkout)."""

@@ -1,0 +1,147 @@
+"""Batching of (caption, image) pairs in UNITER's compact layout.
+
+UNITER pads texts to the batch maximum ``max_tl`` and regions to ``max_nbb``,
+embeds both, concatenates them (``max_tl + max_nbb`` positions) and then
+*gathers* each sample's regions right after its own text, so that sample ``b``
+occupies positions ``0 .. txt_len[b] + num_bb[b] - 1`` of the joint sequence:
+
+====================  =======================================
+position              content
+====================  =======================================
+0                     ``[CLS]``
+1 .. tl-2             word pieces (the IAIS text items)
+tl-1                  ``[SEP]``
+tl .. tl+nbb-1        regions (the IAIS image items)
+tl+nbb ..             padding (``attn_masks`` = 0)
+====================  =======================================
+
+where ``tl = txt_lens[b]`` counts ``[CLS]`` and ``[SEP]``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+__all__ = ["PairSample", "collate_pairs", "layout_tensors", "item_masks", "BATCH_KEYS"]
+
+#: keys of a collated batch
+BATCH_KEYS = ("input_ids", "position_ids", "img_feat", "img_pos_feat", "attn_masks",
+              "gather_index", "txt_lens", "num_bbs")
+
+
+class PairSample(NamedTuple):
+    """One (caption, image) pair.
+
+    Attributes:
+        input_ids: ``(tl,)`` LongTensor ``[CLS] + ids + [SEP]``.
+        img_feat: ``(nbb, img_dim)`` region features.
+        img_pos_feat: ``(nbb, 7)`` box features.
+    """
+
+    input_ids: torch.Tensor
+    img_feat: torch.Tensor
+    img_pos_feat: torch.Tensor
+
+
+def _check_lengths(txt_lens: Sequence[int], num_bbs: Sequence[int]) -> None:
+    if len(txt_lens) != len(num_bbs) or len(txt_lens) == 0:
+        raise ValueError(f"txt_lens and num_bbs must be non-empty and of equal length, got "
+                         f"{len(txt_lens)} and {len(num_bbs)}")
+    if min(txt_lens) < 2:
+        raise ValueError(f"txt_lens count [CLS] and [SEP] and must be >= 2, got {min(txt_lens)}")
+    if min(num_bbs) < 1:
+        raise ValueError(f"num_bbs must be >= 1, got {min(num_bbs)}")
+
+
+def layout_tensors(txt_lens: Sequence[int], num_bbs: Sequence[int], *,
+                   max_tl: int | None = None) -> dict[str, torch.Tensor]:
+    """Index tensors of the compact layout, on the CPU.
+
+    Args:
+        txt_lens: per-sample text length including ``[CLS]`` and ``[SEP]``.
+        num_bbs: per-sample number of regions.
+        max_tl: width of the padded text tensor (default ``max(txt_lens)``).
+
+    Returns:
+        ``position_ids`` ``(1, max_tl)``, ``attn_masks`` ``(B, N)`` (1 = real
+        position), ``gather_index`` ``(B, N)`` (index into the concatenation of
+        padded text and padded region embeddings), ``txt_lens`` ``(B,)`` and
+        ``num_bbs`` ``(B,)``, all int64; ``N = max(txt_lens + num_bbs)``.
+
+    Example:
+        >>> out = layout_tensors([4, 3], [2, 3])
+        >>> out["gather_index"].tolist()
+        [[0, 1, 2, 3, 4, 5], [0, 1, 2, 4, 5, 6]]
+        >>> out["attn_masks"].tolist()
+        [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
+    """
+    _check_lengths(txt_lens, num_bbs)
+    if max_tl is None:
+        max_tl = max(txt_lens)
+    elif max_tl < max(txt_lens):
+        raise ValueError(f"max_tl ({max_tl}) is smaller than the longest text ({max(txt_lens)})")
+    n = max(t + b for t, b in zip(txt_lens, num_bbs))
+    tl = torch.tensor(txt_lens, dtype=torch.long)
+    nb = torch.tensor(num_bbs, dtype=torch.long)
+    pos = torch.arange(n, dtype=torch.long).unsqueeze(0)         # (1, N)
+    end_txt, end_img = tl.unsqueeze(1), (tl + nb).unsqueeze(1)    # (B, 1)
+    # Regions of sample b sit at max_tl .. max_tl+nbb-1 of the concatenation; move
+    # them to tl .. tl+nbb-1. Padding positions keep an arbitrary valid index.
+    gather_index = torch.where((pos >= end_txt) & (pos < end_img), pos - end_txt + max_tl, pos)
+    return {
+        "position_ids": torch.arange(max_tl, dtype=torch.long).unsqueeze(0),
+        "attn_masks": (pos < end_img).long(),
+        "gather_index": gather_index,
+        "txt_lens": tl,
+        "num_bbs": nb,
+    }
+
+
+def collate_pairs(samples: Sequence[PairSample | tuple]) -> dict[str, torch.Tensor]:
+    """Collate (caption, image) pairs into one model batch.
+
+    Args:
+        samples: ``B`` items ``(input_ids (tl,), img_feat (nbb, D), img_pos_feat (nbb, 7))``.
+
+    Returns:
+        A dict with :data:`BATCH_KEYS`: ``input_ids`` ``(B, max_tl)`` padded
+        with 0, ``position_ids`` ``(1, max_tl)``, ``img_feat`` ``(B, max_nbb, D)``
+        and ``img_pos_feat`` ``(B, max_nbb, 7)`` padded with 0, plus the tensors
+        of :func:`layout_tensors`. ``model(**batch)`` accepts it.
+    """
+    if len(samples) == 0:
+        raise ValueError("samples must not be empty")
+    input_ids, feats, boxes = zip(*samples)
+    out = layout_tensors([len(t) for t in input_ids], [f.shape[0] for f in feats])
+    out["input_ids"] = pad_sequence(list(input_ids), batch_first=True, padding_value=0)
+    out["img_feat"] = pad_sequence(list(feats), batch_first=True, padding_value=0.0)
+    out["img_pos_feat"] = pad_sequence(list(boxes), batch_first=True, padding_value=0.0)
+    return {key: out[key] for key in BATCH_KEYS}
+
+
+def item_masks(txt_lens: torch.Tensor, num_bbs: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks of the IAIS items in the compact layout.
+
+    Args:
+        txt_lens: ``(B,)`` text lengths including ``[CLS]``/``[SEP]``.
+        num_bbs: ``(B,)`` region counts.
+        seq_len: ``N``, the joint sequence length.
+
+    Returns:
+        ``(text_mask, image_mask)``, each ``(B, N)`` bool on ``txt_lens.device``:
+        text items are positions ``1 .. tl-2`` (no ``[CLS]``/``[SEP]``), image
+        items ``tl .. tl+nbb-1``.
+
+    Example:
+        >>> t, v = item_masks(torch.tensor([4]), torch.tensor([2]), 7)
+        >>> t.int().tolist(), v.int().tolist()
+        ([[0, 1, 1, 0, 0, 0, 0]], [[0, 0, 0, 0, 1, 1, 0]])
+    """
+    pos = torch.arange(seq_len, device=txt_lens.device).unsqueeze(0)
+    tl, nb = txt_lens.unsqueeze(1), num_bbs.to(txt_lens.device).unsqueeze(1)
+    text_mask = (pos >= 1) & (pos <= tl - 2)
+    image_mask = (pos >= tl) & (pos < tl + nb)
+    return text_mask, image_mask

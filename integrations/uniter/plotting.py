@@ -1,0 +1,186 @@
+"""Pictures of object-level attention (Ren et al., ACL 2021, Fig. 7).
+
+:func:`draw_object_attention` draws the object-level text self-attention
+``S_LL^(a)`` and image self-attention ``S_VV^(a)`` (both ``(K, K)``, one row
+and one column per object) side by side, one row of panels per checkpoint
+(e.g. "without IAIS" / "with IAIS"). When the two matrices of a row look
+alike, the model's intra-modal relations are aligned (low ISDa).
+
+Matplotlib is used through its object API with the Agg canvas: no
+``pyplot``, no change of the global backend, safe in notebooks and on
+headless machines.
+"""
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+__all__ = ["draw_object_attention"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_COLUMN_TITLES = (r"text self-attention $S_{LL}^{(a)}$", r"image self-attention $S_{VV}^{(a)}$")
+
+
+def _as_stack(x: Any, name: str) -> np.ndarray:
+    """``(K, K)`` or ``(C, K, K)`` -> float64 ``(C, K, K)``."""
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch
+        x = x.detach().cpu().float().numpy()
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1] != arr.shape[2] or arr.shape[1] == 0 or arr.shape[0] == 0:
+        raise ValueError(
+            f"draw_object_attention: argument {name!r} must have shape (K, K) or (C, K, K) with K >= 1; "
+            f"got shape {np.shape(x)}"
+        )
+    if not np.isfinite(arr).all():
+        raise ValueError(f"draw_object_attention: argument {name!r} must hold finite numbers")
+    return arr
+
+
+def _labels(names: Sequence[str], width: int, max_lines: int = 3) -> list[str]:
+    """Wrap names to ``width`` characters, at most ``max_lines`` lines; number
+    them (``"1: ..."``) when two wrapped labels would read the same."""
+
+    def wrap(name: str) -> str:
+        lines = textwrap.wrap(name, width) or [""]
+        if len(lines) > max_lines:
+            tail = " ".join(lines[max_lines - 1 :])
+            lines = lines[: max_lines - 1] + [textwrap.shorten(tail, width, placeholder="...")]
+        return "\n".join(lines)
+
+    labels = [wrap(n) for n in names]
+    if len(set(labels)) < len(labels):
+        labels = [wrap(f"{i + 1}: {n}") for i, n in enumerate(names)]
+    return labels
+
+
+def draw_object_attention(
+    text_matrix: Any,
+    image_matrix: Any,
+    object_names: Sequence[str],
+    *,
+    titles: str | Sequence[str] | None = None,
+    path: PathLike,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    annotate: bool | None = None,
+    cmap: str = "viridis",
+    suptitle: str | None = None,
+    dpi: int = 150,
+) -> Path:
+    """Draw object-level text and image self-attention heatmaps to a PNG.
+
+    Args:
+      text_matrix: ``(K, K)`` or ``(C, K, K)``; entry ``(k, l)`` is the
+        attention object ``k``'s tokens put on object ``l``'s tokens (e.g.
+        the ISDa object-level matrix ``S_LL^(a)``), one ``(K, K)`` per
+        checkpoint.
+      image_matrix: same shape, the image side ``S_VV^(a)``.
+      object_names: ``K`` labels (e.g. ``ObjectGroups.names``), written on
+        both axes of every panel; long names are wrapped (at most 3 lines),
+        and numbered when two labels would otherwise read the same.
+      titles: one title per checkpoint (``C`` strings, or one string when
+        ``C == 1``), shown at the left of each row, e.g.
+        ``["without IAIS", "with IAIS"]``.
+      path: where to write the PNG (parent folders are created).
+      vmin, vmax: colour range; by default ``[min(0, data min), data max]``
+        over all panels, so panels and checkpoints are comparable. One colour
+        bar serves the whole figure.
+      annotate: write each value in its cell; by default when ``K <= 8``.
+      cmap: a Matplotlib colour map name.
+      suptitle: optional title over the whole figure.
+      dpi: resolution of the PNG.
+
+    Returns:
+      ``path`` as a :class:`pathlib.Path`.
+
+    Example::
+
+        draw_object_attention(np.stack([t0, t1]), np.stack([i0, i1]), groups.names,
+                              titles=["without IAIS", "with IAIS"], path="fig7.png")
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    func = "draw_object_attention"
+    text = _as_stack(text_matrix, "text_matrix")
+    image = _as_stack(image_matrix, "image_matrix")
+    if text.shape != image.shape:
+        raise ValueError(
+            f"{func}: arguments 'text_matrix' and 'image_matrix' must have the same shape; "
+            f"got {text.shape} and {image.shape} (as (C, K, K))"
+        )
+    n_rows, k = text.shape[0], text.shape[1]
+    if isinstance(object_names, str) or len(object_names) != k:
+        got = "a str" if isinstance(object_names, str) else f"{len(object_names)} names"
+        raise ValueError(f"{func}: argument 'object_names' must hold K={k} names (one per matrix row); got {got}")
+    names = [str(n) for n in object_names]
+    if titles is None:
+        row_titles: list[str | None] = [None] * n_rows
+    else:
+        row_titles = [titles] if isinstance(titles, str) else [str(t) for t in titles]
+        if len(row_titles) != n_rows:
+            raise ValueError(
+                f"{func}: argument 'titles' must hold one title per checkpoint (C={n_rows}); got {len(row_titles)}"
+            )
+    if path is None:
+        raise ValueError(f"{func}: argument 'path' is required")
+    out = Path(path)
+    lo = min(0.0, float(min(text.min(), image.min()))) if vmin is None else float(vmin)
+    hi = float(max(text.max(), image.max())) if vmax is None else float(vmax)
+    if not hi > lo:
+        hi = lo + 1.0
+    if annotate is None:
+        annotate = k <= 8
+
+    wrap = 18
+    cell = 0.55 if k <= 12 else 0.35
+    label_room = 0.09 * wrap + 0.45
+    panel = max(2.2, cell * k)
+    fig = Figure(
+        figsize=(2 * (panel + label_room) + 1.2 + (0.4 if titles is not None else 0), n_rows * (panel + label_room) + 0.6),
+        layout="constrained",
+    )
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n_rows, 2, squeeze=False)
+    labels = _labels(names, wrap)
+    fontsize = 8 if k <= 12 else 6
+    image_artist = None
+    for r in range(n_rows):
+        for c, data in enumerate((text[r], image[r])):
+            ax = axes[r, c]
+            image_artist = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest", aspect="equal")
+            ax.set_xticks(range(k), labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=fontsize)
+            ax.set_yticks(range(k), labels, fontsize=fontsize)
+            ax.set_xlabel("attended object", fontsize=fontsize + 1)
+            if r == 0:
+                ax.set_title(_COLUMN_TITLES[c], fontsize=fontsize + 2)
+            if c == 0:
+                ylabel = "attending object"
+                if row_titles[r]:
+                    ylabel = f"{row_titles[r]}\n\n{ylabel}"
+                ax.set_ylabel(ylabel, fontsize=fontsize + 1)
+                if row_titles[r]:
+                    # make the checkpoint name stand out from the axis label
+                    ax.yaxis.label.set_fontweight("bold")
+            if annotate:
+                cmap_obj = image_artist.cmap
+                norm = image_artist.norm
+                for i in range(k):
+                    for j in range(k):
+                        rgb = cmap_obj(norm(data[i, j]))[:3]
+                        light = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 0.5
+                        ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center",
+                                fontsize=fontsize - 1, color="black" if light else "white")
+    fig.colorbar(image_artist, ax=axes.ravel().tolist(), shrink=0.8, label="attention")
+    if suptitle:
+        fig.suptitle(suptitle)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=dpi)
+    return out

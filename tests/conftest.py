@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+settings.register_profile(
+    "ci", max_examples=60, derandomize=True, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev", max_examples=200, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def random_layout(rng: np.random.Generator, n: int, *, min_text: int = 1, min_image: int = 1):
+    """Random per-position role: 0 text, 1 image, 2 padding, anywhere (padding in the middle)."""
+    while True:
+        roles = rng.choice(3, size=n, p=[0.35, 0.45, 0.2])
+        if (roles == 0).sum() >= min_text and (roles == 1).sum() >= min_image:
+            return roles
+
+
+def layouts_to_positions(roles: np.ndarray):
+    text = [list(map(int, np.flatnonzero(r == 0))) for r in roles]
+    image = [list(map(int, np.flatnonzero(r == 1))) for r in roles]
+    return text, image
