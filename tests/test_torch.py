@@ -1,0 +1,181 @@
+"""The PyTorch adapter: autograd, gradcheck, 16-bit inputs, torch.compile,
+the module wrapper and the attention-score capture."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import iaisreg
+import iaisreg.torch as it
+from conftest import layouts_to_positions, random_layout
+from reference_loop import reference_iais
+
+COMBOS = [(m, a, v) for m in iaisreg.MODES for a in iaisreg.ANCHORS for v in iaisreg.VARIANTS]
+
+
+def _case(seed=0, b=3, h=2, n=7, dtype=torch.float64):
+    rng = np.random.default_rng(seed)
+    roles = np.stack([random_layout(rng, n) for _ in range(b)])
+    s = torch.tensor(rng.normal(scale=2.0, size=(b, h, n, n)), dtype=dtype)
+    return s, torch.from_numpy(roles == 0), torch.from_numpy(roles == 1), roles
+
+
+@pytest.mark.parametrize("mode,anchor,variant", COMBOS)
+def test_matches_numpy_core(mode, anchor, variant):
+    s, t, v, roles = _case(1)
+    got = it.iais(s, text_mask=t, image_mask=v, mode=mode, anchor=anchor, variant=variant, reduction="none")
+    want = iaisreg.iais(s.numpy(), text_mask=roles == 0, image_mask=roles == 1, mode=mode, anchor=anchor,
+                        variant=variant, reduction="none")
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode,anchor,variant", COMBOS)
+def test_gradcheck(mode, anchor, variant):
+    s, t, v, _ = _case(2, b=2, h=2, n=6)
+    s.requires_grad_(True)
+    f = lambda x: it.iais(x, text_mask=t, image_mask=v, mode=mode, anchor=anchor, variant=variant)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (s,), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode,anchor,variant", COMBOS)
+def test_gradient_matches_loop(mode, anchor, variant):
+    s, t, v, roles = _case(3, b=3, h=3, n=9)
+    text, image = layouts_to_positions(roles)
+    a = s.clone().requires_grad_(True)
+    b = s.clone().requires_grad_(True)
+    it.iais(a, text_mask=t, image_mask=v, mode=mode, anchor=anchor, variant=variant).backward()
+    reference_iais(b, text, image, mode=mode, anchor=anchor, variant=variant).backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-10)
+
+
+def test_empty_sample_has_zero_gradient():
+    s, t, v, _ = _case(4, b=3)
+    t[1] = False  # sample 1 has no text item
+    v[2] = False  # sample 2 has no image item
+    for mode in iaisreg.MODES:
+        for variant in iaisreg.VARIANTS:
+            x = s.clone().requires_grad_(True)
+            per = it.iais(x, text_mask=t, image_mask=v, mode=mode, anchor="both", variant=variant, reduction="none")
+            per.sum().backward()
+            assert per[1] == 0 and per[2] == 0
+            assert torch.all(x.grad[1] == 0) and torch.all(x.grad[2] == 0)
+            assert torch.isfinite(x.grad).all() and x.grad[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode,anchor,variant", COMBOS)
+def test_extreme_logits_finite_values_and_gradients(mode, anchor, variant):
+    g = torch.Generator().manual_seed(5)
+    s = (torch.randint(0, 2, (2, 3, 8, 8), generator=g) * 2 - 1).double() * 1e4
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        x = s.to(dtype).detach().clone().requires_grad_(True)
+        loss = it.iais(x, 3, mode=mode, anchor=anchor, variant=variant)
+        loss.backward()
+        assert torch.isfinite(loss), (dtype, loss)
+        assert torch.isfinite(x.grad).all(), dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit_inputs_computed_in_float32(dtype):
+    s, t, v, _ = _case(6, dtype=torch.float32)
+    low = s.to(dtype)
+    loss = it.iais(low, text_mask=t, image_mask=v, mode="distributed")
+    assert loss.dtype == torch.float32
+    ref = it.iais(low.float(), text_mask=t, image_mask=v, mode="distributed")
+    torch.testing.assert_close(loss, ref)
+    x = low.clone().requires_grad_(True)
+    it.iais(x, text_mask=t, image_mask=v).backward()
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
+
+
+def test_module_and_schedule():
+    s, t, v, _ = _case(7)
+    crit = it.IAISLoss(mode="distributed", anchor="L", schedule="exp", total_steps=100, gamma=5.0)
+    base = it.iais(s, text_mask=t, image_mask=v, mode="distributed", anchor="L")
+    torch.testing.assert_close(crit(s, text_mask=t, image_mask=v, step=50), base * np.exp(-2.5))
+    torch.testing.assert_close(crit(s, text_mask=t, image_mask=v), base)
+    assert "distributed" in repr(crit)
+    with pytest.raises(ValueError, match="'mode' must be one of"):
+        it.IAISLoss(mode="nope")
+    with pytest.raises(ValueError, match="total_steps"):
+        it.IAISLoss(schedule="exp")
+
+
+def test_type_errors():
+    with pytest.raises(TypeError, match="'attn' must be a torch.Tensor; got ndarray"):
+        it.iais(np.zeros((1, 4, 4)), 2)
+    with pytest.raises(TypeError, match="real floating dtype"):
+        it.iais(torch.zeros(1, 4, 4, dtype=torch.int64), 2)
+
+
+def _compiled_case():
+    s, t, v, _ = _case(8, b=2, h=2, n=8, dtype=torch.float32)
+    return s, t, v
+
+
+@pytest.mark.parametrize("mode", iaisreg.MODES)
+def test_torch_compile_fullgraph(mode):
+    torch._dynamo.reset()
+    s, t, v = _compiled_case()
+
+    def f(x, tm, vm):
+        return it.iais(x, text_mask=tm, image_mask=vm, mode=mode, anchor="both")
+
+    eager = f(s, t, v)
+    compiled = torch.compile(f, fullgraph=True, dynamic=False)
+    got = compiled(s, t, v)
+    torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-6)
+    x = s.clone().requires_grad_(True)
+    compiled(x, t, v).backward()
+    y = s.clone().requires_grad_(True)
+    f(y, t, v).backward()
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_torch_compile_with_lengths():
+    torch._dynamo.reset()
+    s, _, _ = _compiled_case()
+    lens = torch.tensor([3, 5])
+    f = lambda x, n: it.iais(x, n, mode="singular", anchor="V")  # noqa: E731
+    torch.testing.assert_close(torch.compile(f, fullgraph=True, dynamic=False)(s, lens), f(s, lens))
+
+
+def test_score_capture_matches_eager_attention():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                  vocab_size=50, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg).eval()
+    ids = torch.randint(0, 50, (2, 7))
+    with it.ScoreCapture(model, layer=-1) as cap:
+        out = model(ids, output_attentions=True)
+    probs = out.attentions[-1]
+    torch.testing.assert_close(torch.softmax(cap.scores, -1), probs, rtol=1e-5, atol=1e-6)
+    # the loss on captured scores equals the loss on the probabilities, and trains the layer
+    loss = it.iais(cap.scores, 3)
+    torch.testing.assert_close(loss, it.iais(probs, 3, inputs="probs"), rtol=1e-4, atol=1e-6)
+    loss.backward()
+    assert model.encoder.layer[-1].attention.self.query.weight.grad.abs().sum() > 0
+    assert model.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0  # flows through earlier layers
+    with pytest.raises(ValueError, match="'layer' must index"):
+        it.ScoreCapture(model, layer=5)
+    with pytest.raises(ValueError, match="no self-attention module"):
+        it.ScoreCapture(torch.nn.Linear(2, 2))
+
+
+def test_score_capture_with_sdpa_model():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                  vocab_size=50, attn_implementation="sdpa")
+    model = transformers.BertModel(cfg).eval()
+    cap = it.ScoreCapture(model)
+    model(torch.randint(0, 50, (1, 5)))
+    cap.remove()
+    assert cap.scores.shape == (1, 4, 5, 5) and torch.isfinite(cap.scores).all()
+
+
+def test_doctests():
+    import doctest
+
+    res = doctest.testmod(it)
+    assert res.failed == 0 and res.attempted > 0
