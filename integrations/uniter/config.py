@@ -36,8 +36,9 @@ __all__ = ["UniterModelConfig", "TrainConfig", "SUPPORTED_ACTIVATIONS"]
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "swish", "silu", "tanh")
 
 # Value kinds understood by _check_value.
-_INT, _FLOAT, _STR, _BOOL = "int", "float", "str", "bool"
-_OPT_STR, _OPT_BOOL, _STR_LIST, _FLOAT_PAIR = "str or null", "bool or null", "list of str", "list of 2 numbers"
+_INT, _FLOAT, _STR, _BOOL = "an int", "a number", "a string", "a bool"
+_OPT_STR, _OPT_BOOL, _STR_LIST, _FLOAT_PAIR = ("a string or null", "a bool or null", "a list of strings",
+                                              "a list of 2 numbers")
 
 
 def _type_name(value: Any) -> str:
@@ -66,7 +67,7 @@ def _check_value(source: str, key: str, value: Any, kind: str) -> Any:
     }[kind]
     if not ok:
         raise ValueError(
-            f"{source}: key {key!r} must be a {kind}, got {_type_name(value)} {value!r}"
+            f"{source}: key {key!r} must be {kind}, got {_type_name(value)} {value!r}"
         )
     return list(value) if isinstance(value, list) else value
 

@@ -34,6 +34,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from . import _dist
 from .config import TrainConfig, UniterModelConfig
@@ -108,6 +109,41 @@ def _pair_batches(n_images: int, n_txt: int, order: np.ndarray, batch_size: int)
         yield batch
 
 
+def _model_inputs(batch, regions, lens: np.ndarray, txt_all: torch.Tensor, img_dim: int):
+    """Model inputs of one batch of ``(image, caption positions)`` segments.
+
+    Each image of the batch appears once in ``img_feat`` ``(U, R, img_dim)``;
+    rows point at theirs through ``img_index``. Returns ``(inputs, rows, cols)``
+    with the caption index and the (shard) image column of every row.
+    """
+    device = txt_all.device
+    caps = np.concatenate([c for _, c in batch])
+    counts = [len(c) for _, c in batch]
+    txt_lens = lens[caps].tolist()
+    num_bbs = [regions[image][0].shape[0] for image, c in batch for _ in range(len(c))]
+    lay = layout_tensors(txt_lens, num_bbs)
+    max_nbb = max(num_bbs)
+    img_feat = torch.zeros(len(batch), max_nbb, img_dim, device=device)
+    img_pos = torch.zeros(len(batch), max_nbb, 7, device=device)
+    for u, (image, _) in enumerate(batch):
+        feat, boxes = regions[image]
+        img_feat[u, : feat.shape[0]] = feat
+        img_pos[u, : boxes.shape[0]] = boxes
+    img_index = torch.repeat_interleave(torch.arange(len(batch)), torch.tensor(counts))
+    rows = _to_device(torch.from_numpy(caps), device)
+    inputs = {
+        "input_ids": txt_all.index_select(0, rows)[:, : max(txt_lens)],
+        "position_ids": _to_device(lay["position_ids"], device),
+        "img_feat": img_feat,
+        "img_pos_feat": img_pos,
+        "attn_masks": _to_device(lay["attn_masks"], device),
+        "gather_index": _to_device(lay["gather_index"], device),
+        "img_index": _to_device(img_index, device),
+    }
+    cols = _to_device(torch.tensor([image for image, c in batch for _ in range(len(c))]), device)
+    return inputs, rows, cols
+
+
 @torch.no_grad()
 def score_matrix(model: torch.nn.Module, txt_db: TxtDb | str, img_db: ImgDb | str, *,
                  batch_size: int = 400, amp_dtype: torch.dtype | None = None,
@@ -169,9 +205,7 @@ def score_matrix(model: torch.nn.Module, txt_db: TxtDb | str, img_db: ImgDb | st
 
     was_training = model.training
     model.eval()
-    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    from tqdm import tqdm
-
+    regions: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     bar = tqdm(total=n_txt * len(mine), unit="pair", desc="scoring", disable=not progress or rank != 0,
                dynamic_ncols=True)
     autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
@@ -179,38 +213,17 @@ def score_matrix(model: torch.nn.Module, txt_db: TxtDb | str, img_db: ImgDb | st
     try:
         for batch in _pair_batches(len(mine), n_txt, order, batch_size):
             for image, _ in batch:
-                if image not in cache:
+                if image not in regions:  # decoded and moved to the device once
                     feat, boxes = img_db[mine[image]]
-                    cache[image] = (_to_device(feat, device), _to_device(boxes, device))
-            caps = np.concatenate([c for _, c in batch])
-            rows_image = np.concatenate([np.full(len(c), image) for image, c in batch])
-            txt_lens = lens[caps].tolist()
-            num_bbs = [cache[image][0].shape[0] for image in rows_image.tolist()]
-            lay = layout_tensors(txt_lens, num_bbs)
-            max_nbb = max(num_bbs)
-            b = len(caps)
-            img_feat = torch.zeros(b, max_nbb, model.img_dim, device=device)
-            img_pos = torch.zeros(b, max_nbb, 7, device=device)
-            row = 0
-            for image, c in batch:
-                feat, boxes = cache[image]
-                img_feat[row:row + len(c), : feat.shape[0]] = feat
-                img_pos[row:row + len(c), : boxes.shape[0]] = boxes
-                row += len(c)
-            caps_dev = _to_device(torch.from_numpy(caps), device)
+                    regions[image] = (_to_device(feat, device), _to_device(boxes, device))
+            inputs, rows, cols = _model_inputs(batch, regions, lens, txt_all, model.img_dim)
             with autocast:
-                logits = model(
-                    input_ids=txt_all.index_select(0, caps_dev)[:, : max(txt_lens)],
-                    position_ids=_to_device(lay["position_ids"], device),
-                    img_feat=img_feat, img_pos_feat=img_pos,
-                    attn_masks=_to_device(lay["attn_masks"], device),
-                    gather_index=_to_device(lay["gather_index"], device),
-                ).logits
-            shard.index_put_((caps_dev, _to_device(torch.from_numpy(rows_image), device)), logits.float())
+                logits = model(**inputs).logits
+            shard.index_put_((rows, cols), logits.float())
             last = batch[-1][0]
-            for image in [i for i in cache if i < last]:
-                del cache[image]
-            bar.update(b)
+            for image in [i for i in regions if i < last]:  # images are visited in order
+                del regions[image]
+            bar.update(len(rows))
     finally:
         bar.close()
         model.train(was_training)
@@ -329,6 +342,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """``(train config, txt_db path, img_db path, model config path, batch size)`` from the CLI.
+
+    Shared by the isda and visualize commands; ``args`` needs ``config``,
+    ``split``, ``txt_db``, ``img_db``, ``model_config`` (``batch_size`` optional).
+    """
     cfg = TrainConfig.from_json(args.config) if args.config else TrainConfig()
     cfg_txt, cfg_img = cfg.split_dbs(args.split)
     txt_path, img_path = args.txt_db or cfg_txt, args.img_db or cfg_img
@@ -340,7 +358,8 @@ def _resolve(args: argparse.Namespace, parser: argparse.ArgumentParser):
             parser.error(f"no {key} in the config; pass {flag}")
     if not os.path.isfile(model_config):
         parser.error(f"model config not found: {model_config} (pass --model-config)")
-    batch_size = args.batch_size if args.batch_size is not None else cfg.inf_minibatch_size
+    batch_size = getattr(args, "batch_size", None)  # isda/visualize reuse this without --batch-size
+    batch_size = batch_size if batch_size is not None else cfg.inf_minibatch_size
     if batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {batch_size}")
     return cfg, txt_path, img_path, model_config, batch_size

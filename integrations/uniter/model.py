@@ -93,12 +93,20 @@ class UniterImageEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=1e-12)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, img_feat: torch.Tensor, img_pos_feat: torch.Tensor,
-                type_embedding: torch.Tensor) -> torch.Tensor:
-        """``(B, R, img_dim)``, ``(B, R, 7)``, ``(H,)`` -> ``(B, R, H)``."""
+    def forward(self, img_feat: torch.Tensor, img_pos_feat: torch.Tensor, type_embedding: torch.Tensor,
+                img_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``(U, R, img_dim)``, ``(U, R, 7)``, ``(H,)`` -> ``(B, R, H)``.
+
+        Without ``img_index``, ``U = B``; with it, row ``b`` uses image
+        ``img_index[b]``, embedded once however many rows share it (dropout
+        still draws a separate mask per row).
+        """
         emb = (self.img_layer_norm(self.img_linear(img_feat))
                + self.pos_layer_norm(self.pos_linear(img_pos_feat)) + type_embedding)
-        return self.dropout(self.LayerNorm(emb))
+        emb = self.LayerNorm(emb)
+        if img_index is not None:
+            emb = emb.index_select(0, img_index)
+        return self.dropout(emb)
 
 
 class BertSelfAttention(nn.Module):
@@ -241,10 +249,11 @@ class UniterModel(nn.Module):
         self.encoder = UniterEncoder(config)
         self.pooler = BertPooler(config)
 
-    def embed(self, input_ids, position_ids, img_feat, img_pos_feat, gather_index=None):
+    def embed(self, input_ids, position_ids, img_feat, img_pos_feat, gather_index=None, img_index=None):
         """Joint embeddings ``(B, N, H)`` in the compact layout (see ``data.collate``)."""
         txt = self.embeddings(input_ids, position_ids)
-        img = self.img_embeddings(img_feat, img_pos_feat, self.embeddings.token_type_embeddings.weight[1])
+        img = self.img_embeddings(img_feat, img_pos_feat, self.embeddings.token_type_embeddings.weight[1],
+                                  img_index)
         joint = torch.cat([txt, img], dim=1)
         if gather_index is None:
             return joint
@@ -265,17 +274,21 @@ class RetrievalOutput(NamedTuple):
     scores: torch.Tensor | None
 
 
-def _check_batch(input_ids, position_ids, img_feat, img_pos_feat, attn_masks, gather_index, img_dim):
+def _check_batch(input_ids, position_ids, img_feat, img_pos_feat, attn_masks, gather_index, img_index, img_dim):
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
     b, t = input_ids.shape
     if position_ids.dim() != 2 or position_ids.shape[1] != t or position_ids.shape[0] not in (1, b):
         raise ValueError(f"position_ids must be (1, {t}) or ({b}, {t}), got {tuple(position_ids.shape)}")
-    if img_feat.dim() != 3 or img_feat.shape[0] != b or img_feat.shape[2] != img_dim:
-        raise ValueError(f"img_feat must be ({b}, R, {img_dim}), got {tuple(img_feat.shape)}")
+    u = "U" if img_index is not None else b
+    if img_feat.dim() != 3 or (img_index is None and img_feat.shape[0] != b) or img_feat.shape[2] != img_dim:
+        raise ValueError(f"img_feat must be ({u}, R, {img_dim}), got {tuple(img_feat.shape)}")
+    if img_index is not None and (img_index.dim() != 1 or img_index.shape[0] != b or img_index.dtype != torch.long):
+        raise ValueError(f"img_index must be a ({b},) LongTensor, got {img_index.dtype} of shape "
+                         f"{tuple(img_index.shape)}")
     r = img_feat.shape[1]
-    if tuple(img_pos_feat.shape) != (b, r, 7):
-        raise ValueError(f"img_pos_feat must be ({b}, {r}, 7), got {tuple(img_pos_feat.shape)}")
+    if tuple(img_pos_feat.shape) != tuple(img_feat.shape[:2]) + (7,):
+        raise ValueError(f"img_pos_feat must be ({img_feat.shape[0]}, {r}, 7), got {tuple(img_pos_feat.shape)}")
     if attn_masks.dim() != 2 or attn_masks.shape[0] != b:
         raise ValueError(f"attn_masks must be ({b}, N), got {tuple(attn_masks.shape)}")
     n = attn_masks.shape[1]
@@ -338,7 +351,7 @@ class UniterForRetrieval(nn.Module):
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, img_feat: torch.Tensor,
                 img_pos_feat: torch.Tensor, attn_masks: torch.Tensor,
                 gather_index: torch.Tensor | None = None, *, scores_rows: torch.Tensor | None = None,
-                txt_lens: torch.Tensor | None = None,
+                img_index: torch.Tensor | None = None, txt_lens: torch.Tensor | None = None,
                 num_bbs: torch.Tensor | None = None) -> RetrievalOutput:
         """Score (caption, image) pairs.
 
@@ -351,6 +364,10 @@ class UniterForRetrieval(nn.Module):
                 ``N = T + R``).
             scores_rows: optional ``(P,)`` LongTensor of batch rows whose
                 last-layer attention scores are returned.
+            img_index: optional ``(B,)`` LongTensor; when given, ``img_feat``
+                and ``img_pos_feat`` hold ``U`` distinct images ``(U, R, ...)``
+                and row ``b`` pairs its text with image ``img_index[b]``. Same
+                result as repeating the images, without copying them.
             txt_lens, num_bbs: accepted so that a collated batch can be passed
                 as ``**batch``; the masks already carry this information.
 
@@ -358,11 +375,12 @@ class UniterForRetrieval(nn.Module):
             :class:`RetrievalOutput` with ``logits (B,)`` and ``scores
             (P, heads, N, N)`` or None.
         """
-        _check_batch(input_ids, position_ids, img_feat, img_pos_feat, attn_masks, gather_index, self.img_dim)
+        _check_batch(input_ids, position_ids, img_feat, img_pos_feat, attn_masks, gather_index, img_index,
+                     self.img_dim)
         if scores_rows is not None and (scores_rows.dim() != 1 or scores_rows.dtype != torch.long):
             raise ValueError(f"scores_rows must be a 1-d LongTensor of batch rows, got "
                              f"{scores_rows.dtype} of shape {tuple(scores_rows.shape)}")
-        hidden = self.uniter.embed(input_ids, position_ids, img_feat, img_pos_feat, gather_index)
+        hidden = self.uniter.embed(input_ids, position_ids, img_feat, img_pos_feat, gather_index, img_index)
         key_mask = attn_masks.bool()[:, None, None, :]
         hidden, scores = self.uniter.encoder(hidden, key_mask, scores_rows)
         logits = self.rank_output(self.uniter.pooler(hidden)).squeeze(-1)
