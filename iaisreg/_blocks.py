@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from ._namespace import device_of, is_host_concrete
 from ._ops import log_softmax, softmax
-from ._validate import check_int, shape_of
+from ._validate import check_int, dtype_name, shape_of
 
 __all__ = ["Items", "item_masks", "masks_from_lengths", "column_bias", "block_softmax", "two_block_log_softmax", "block_log_softmax"]
 
@@ -35,7 +35,7 @@ def _as_bool_mask(x: Any, *, name: str, b: int, n: int, xp: Any, dev: Any, func:
         m = x != 0
     else:
         raise TypeError(
-            f"{func}: argument {name!r} must be a boolean or 0/1 integer mask; got dtype {dt} "
+            f"{func}: argument {name!r} must be a boolean or 0/1 integer mask; got dtype {dtype_name(dt)} "
             "(additive float masks are not accepted: pass which positions are valid)"
         )
     if shape == (n,):
@@ -48,7 +48,7 @@ def _as_lengths(x: Any, *, name: str, b: int, xp: Any, func: str) -> Any:
     if shape != (b,):
         raise ValueError(f"{func}: argument {name!r} must be an int or an integer array of shape ({b},); got shape {shape}")
     if not xp.isdtype(x.dtype, "integral"):
-        raise TypeError(f"{func}: argument {name!r} must have an integer dtype; got {x.dtype}")
+        raise TypeError(f"{func}: argument {name!r} must have an integer dtype; got {dtype_name(x.dtype)}")
     return x
 
 
@@ -101,7 +101,7 @@ def masks_from_lengths(
     def col(v: Any, name: str) -> Any:
         if isinstance(v, numbers.Integral) and not isinstance(v, bool):
             return v
-        return _as_lengths(v, name=name, b=b, xp=xp, func=func)[:, None]
+        return xp.astype(_as_lengths(v, name=name, b=b, xp=xp, func=func), pos.dtype)[:, None]
 
     ts = col(text_start, "text_start")
     tl = col(text_lengths, "text_lengths")
@@ -155,7 +155,7 @@ def item_masks(
                 arr = np.asarray(lens)
                 if arr.size and (arr.min() < 0 or arr.max() > n):
                     raise ValueError(f"{func}: argument 'n_text' must hold lengths in [0, {n}]; got {arr.tolist()}")
-            text = pos < lens[:, None]
+            text = pos < xp.astype(lens, pos.dtype)[:, None]  # TensorFlow does not promote int32/int64
         image = ~text
     else:
         text = image = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._namespace import compute_dtype, device_of, get_namespace
-from ._validate import shape_of
+from ._validate import dtype_name, shape_of
 
 __all__ = ["m_kl", "safe_log", "xlogx", "mkl_terms", "official_distributed_terms"]
 
@@ -78,12 +78,12 @@ def m_kl(a: Any, b: Any, *, mask: Any = None, xp: Any = None) -> Any:
         raise ValueError(f"{func}: arguments 'a' and 'b' must have the same shape; got {shape_of(a)} and {shape_of(b)}")
     if len(shape_of(a)) < 2:
         raise ValueError(f"{func}: arguments 'a' and 'b' must be matrices (..., n, m); got shape {shape_of(a)}")
-    dt = compute_dtype(a.dtype, xp, name="a")
-    compute_dtype(b.dtype, xp, name="b")
+    dt = compute_dtype(a.dtype, xp, name="a", func=func)
+    compute_dtype(b.dtype, xp, name="b", func=func)
     a = xp.astype(a, dt)
     b = xp.astype(b, dt)
     if mask is None:
         mask = xp.ones(shape_of(a), dtype=xp.bool, device=device_of(a, xp))
     elif mask.dtype != xp.bool:
-        raise TypeError(f"{func}: argument 'mask' must be boolean; got dtype {mask.dtype}")
+        raise TypeError(f"{func}: argument 'mask' must be boolean; got dtype {dtype_name(mask.dtype)}")
     return mkl_terms(a, safe_log(a, xp), b, safe_log(b, xp), mask, xp)

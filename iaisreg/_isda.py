@@ -8,7 +8,7 @@ from ._blocks import item_masks
 from ._divergence import mkl_terms, safe_log
 from ._loss import block_probs
 from ._namespace import compute_dtype, device_of, get_namespace
-from ._validate import check_option, check_scores, shape_of
+from ._validate import check_option, check_scores, dtype_name, shape_of
 
 __all__ = ["isda", "cps", "IsdaResult", "groups_to_masks"]
 
@@ -42,7 +42,7 @@ def groups_to_masks(groups: Any, b: int, n: int, *, name: str, xp: Any, dev: Any
             raise ValueError(f"{func}: argument {name!r} must have shape ({b}, K, {n}) or (K, {n}); got {tuple(shape_of(groups))}")
         if groups.dtype != xp.bool:
             if not xp.isdtype(groups.dtype, "integral"):
-                raise TypeError(f"{func}: argument {name!r} must be boolean or 0/1 integers; got dtype {groups.dtype}")
+                raise TypeError(f"{func}: argument {name!r} must be boolean or 0/1 integers; got dtype {dtype_name(groups.dtype)}")
             groups = groups != 0
         return xp.broadcast_to(groups, (b, shape[1], n))
     if not isinstance(groups, Sequence) or isinstance(groups, (str, bytes)):
@@ -139,7 +139,7 @@ def isda(
     check_option("reduction", reduction, ("none", "mean", "sum"), func=func)
     b, _, n = check_scores(scores, func=func, name="scores")
     xp = get_namespace(scores, xp=xp)
-    dt = compute_dtype(scores.dtype, xp, name="scores")
+    dt = compute_dtype(scores.dtype, xp, name="scores", func=func)
     dev = device_of(scores, xp)
     items = item_masks(b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask,
                        attention_mask=attention_mask, xp=xp, dev=dev, func=func)

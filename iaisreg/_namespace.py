@@ -50,10 +50,12 @@ def device_of(x: Any, xp: Any) -> Any:
     return array_api_compat.device(x)
 
 
-def compute_dtype(dtype: Any, xp: Any, *, name: str = "attn") -> Any:
+def compute_dtype(dtype: Any, xp: Any, *, name: str = "attn", func: str = "iais") -> Any:
     """float16/bfloat16 are computed in float32; float32/float64 stay as they are."""
     if not xp.isdtype(dtype, "real floating"):
-        raise TypeError(f"argument {name!r} must have a real floating dtype; got {dtype}")
+        from ._validate import dtype_name
+
+        raise TypeError(f"{func}: argument {name!r} must have a real floating dtype; got {dtype_name(dtype)}")
     if dtype == xp.float64 or dtype == xp.float32:
         return dtype
     return xp.float32

@@ -6,7 +6,17 @@ from __future__ import annotations
 import numbers
 from typing import Any, Sequence
 
-__all__ = ["check_option", "check_scores", "shape_of", "check_int"]
+__all__ = ["check_option", "check_scores", "shape_of", "check_int", "dtype_name"]
+
+
+def dtype_name(dtype: Any) -> str:
+    """The bare name of a dtype (``float64``), the same for every library, so
+    error messages read the same on every backend (not ``torch.float64`` or
+    ``<dtype: 'float64'>``)."""
+    name = getattr(dtype, "name", None)
+    if isinstance(name, str):
+        return name
+    return str(dtype).rsplit(".", 1)[-1]
 
 
 def shape_of(x: Any) -> tuple:

@@ -1,0 +1,535 @@
+"""Every backend against the NumPy reference: loss and gradient, eager and
+compiled (``jax.jit``, ``tf.function``, ``torch.compile``), on random shapes,
+layouts (padding anywhere), item specifications, options and dtypes; and the
+same exception with the same message for bad input on every backend.
+
+References, both in float64 on the exact values a backend receives (the
+input rounded to its dtype):
+
+* loss: the NumPy core (``iaisreg.iais`` on ``numpy.float64``);
+* gradient: PyTorch float64 autograd through ``tests/reference_loop.py``, an
+  independent per-sample-loop implementation (slices each sample's blocks),
+  not the vectorised core. On the NumPy backend, which has no autodiff, the
+  test checks that reference gradient against central finite differences of
+  the NumPy loss along random directions.
+
+``IAISREG_BACKENDS`` selects the backends (see ``tests/backends.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import iaisreg
+from backends import load, requested, round_to
+from iaisreg._validate import dtype_name
+
+BACKENDS = requested()
+COMPILED = [b for b in ("jax", "tf") if b in BACKENDS]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _jax_float64():
+    """JAX computes in float32 unless ``jax_enable_x64`` is set; this module
+    needs float64, so it is enabled here and restored afterwards."""
+    if "jax" not in BACKENDS:
+        yield
+        return
+    from backends import jax_x64
+
+    with jax_x64():
+        yield
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request):
+    return load(request.param)
+
+
+@pytest.fixture(scope="module", params=COMPILED)
+def compiled_backend(request):
+    return load(request.param)
+
+
+# ------------------------------------------------------------------ tolerances
+#: (rtol, atol) for the loss and the gradient, by input dtype; atol is scaled by
+#: max(1, largest |reference value|) (loss terms can cancel to ~0). The float64
+#: references see exactly the values the backend received, so only the
+#: computation's rounding counts. 16-bit inputs are computed in float32 (the
+#: loss is float32); their gradient comes back in the input dtype and carries
+#: its rounding. Float32 gradients differ by up to ~20 ulp of the largest entry
+#: (differences p - q and log p - log q cancel), hence 5e-6 there. Observed
+#: error/bound ratios over 2,000+ cases stayed below 0.4.
+LOSS_TOL = {"float64": (1e-9, 1e-12), "float32": (1e-5, 1e-6), "float16": (1e-5, 1e-6), "bfloat16": (1e-5, 1e-6)}
+GRAD_TOL = {"float64": (1e-9, 1e-12), "float32": (5e-5, 5e-6), "float16": (2e-3, 1e-3), "bfloat16": (1e-2, 5e-3)}
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, tol: tuple, what: str) -> None:
+    rtol, atol = tol
+    scale = max(1.0, float(np.max(np.abs(want)))) if np.size(want) else 1.0
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale, err_msg=what)
+
+
+# ------------------------------------------------------------------ cases
+#: (B, H, N) with the input dtypes drawn for that shape (H = 1 also as (B, N, N)).
+#: Dtype handling does not depend on the shape, so each shape gets two dtypes
+#: rather than all four: JAX compiles every eager operation once per shape and
+#: dtype, and that compile time dominates this file's runtime.
+SHAPES = {
+    (1, 1, 3): ("float64", "float32"),
+    (2, 2, 5): ("float64", "float16"),
+    (3, 1, 6): ("float32", "bfloat16"),
+    (2, 3, 8): ("float64", "float32"),
+}
+#: JAX compiles every eager operation once per shape, dtype and option set
+#: (~30 ms each here), so its eager test draws from two shapes that still
+#: cover all four dtypes and the (B, N, N) input; its compiled test, the
+#: other backends and the NumPy reference cover the other shapes.
+EAGER_SHAPES = {"jax": {(2, 2, 5): ("float64", "float16"), (3, 1, 6): ("float32", "bfloat16")}}
+FORMS = ("masks", "int_masks", "shared", "text_only", "n_text_int", "n_text_lengths")
+OPTIONS = dict(mode=iaisreg.MODES, anchor=iaisreg.ANCHORS, variant=iaisreg.VARIANTS, heads=iaisreg.HEADS,
+               reduction=iaisreg.REDUCTIONS, inputs=iaisreg.INPUTS)
+
+
+@dataclasses.dataclass
+class Case:
+    attn: np.ndarray  # float64 holding the values of `dtype`
+    dtype: str
+    roles: np.ndarray  # (B, N): 0 text item, 1 image item, 2 neither
+    n_text: Any  # None, an int or a (B,) integer array
+    arrays: dict  # the other item arguments (NumPy arrays)
+    options: dict
+    weights: np.ndarray  # (B,) for reduction="none"
+
+    @property
+    def compute_dtype(self) -> str:
+        return "float64" if self.dtype == "float64" else "float32"
+
+    def __repr__(self) -> str:  # what Hypothesis prints for a failing example
+        return (f"Case(shape={self.attn.shape}, dtype={self.dtype}, n_text={self.n_text!r}, "
+                f"arrays={ {k: v.astype(int).tolist() for k, v in self.arrays.items()} }, "
+                f"roles={self.roles.tolist()}, options={self.options})")
+
+
+def _roles_from_split(k: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    pos = np.arange(valid.shape[1])[None, :]
+    return np.where(valid, np.where(pos < np.reshape(k, (-1, 1)), 0, 1), 2)
+
+
+@st.composite
+def cases(draw, dtypes, shapes=SHAPES, forms=FORMS, options=OPTIONS) -> Case:
+    b, h, n = shape = draw(st.sampled_from(sorted(shapes)))
+    rank3 = h == 1 and draw(st.booleans())
+    allowed = [d for d in shapes[shape] if d in dtypes] if isinstance(shapes, dict) else dtypes
+    dtype = draw(st.sampled_from(allowed or ["float32"]))
+    form = draw(st.sampled_from(forms))
+    opts = {k: draw(st.sampled_from(v)) for k, v in options.items()}
+    row = st.lists(st.sampled_from([0, 1, 2]), min_size=n, max_size=n)
+    bools = st.lists(st.booleans(), min_size=n, max_size=n)
+    n_text, arrays = None, {}
+    if form in ("masks", "int_masks", "text_only"):
+        roles = np.array(draw(st.lists(row, min_size=b, max_size=b)))
+        if form == "masks":
+            arrays = {"text_mask": roles == 0, "image_mask": roles == 1}
+        elif form == "int_masks":
+            it = draw(st.sampled_from(["int32", "int64", "uint8"]))
+            arrays = {"text_mask": (roles == 0).astype(it), "image_mask": (roles == 1).astype(it)}
+        else:
+            arrays = {"text_mask": roles == 0, "attention_mask": roles != 2}
+    elif form == "shared":
+        one = np.array(draw(row))
+        roles = np.broadcast_to(one, (b, n)).copy()
+        arrays = {"text_mask": one == 0, "image_mask": one == 1}
+    else:
+        valid = np.array(draw(st.lists(bools, min_size=b, max_size=b)))
+        if form == "n_text_int":
+            n_text = draw(st.integers(0, n))
+            roles = _roles_from_split(np.full(b, n_text), valid)
+        else:
+            it = draw(st.sampled_from(["int32", "int64"]))
+            n_text = np.array(draw(st.lists(st.integers(0, n), min_size=b, max_size=b)), dtype=it)
+            roles = _roles_from_split(n_text, valid)
+        arrays = {"attention_mask": valid}
+    seed = draw(st.integers(0, 2**32 - 1))
+    half = dtype in ("float16", "bfloat16")
+    # probabilities in 16 bits must not underflow to 0 inside a block (log 0 is clamped
+    # at each dtype's own smallest normal, so the float64 reference would differ)
+    scale = draw(st.sampled_from([0.1, 1.0] if (half and opts["inputs"] == "probs") else [0.1, 1.0, 5.0]))
+    rng = np.random.default_rng(seed)
+    s = rng.normal(scale=scale, size=(b, h, n, n))
+    if opts["inputs"] == "probs":  # what output_attentions returns: padding masked additively
+        valid = roles != 2
+        s = np.where(valid[:, None, None, :], s, s - 1e4)
+        s = np.exp(s - s.max(-1, keepdims=True))
+        s /= s.sum(-1, keepdims=True)
+    if rank3:
+        s = s[:, 0]
+    return Case(round_to(s, dtype), dtype, roles, n_text, arrays, opts, rng.normal(size=b))
+
+
+# ------------------------------------------------------------------ references
+def reference_loss(c: Case, *, reduction: str | None = None) -> np.ndarray:
+    opts = {**c.options, "reduction": reduction or c.options["reduction"]}
+    return np.asarray(iaisreg.iais(c.attn, c.n_text, **c.arrays, **opts))
+
+
+def reference_scalar_and_grad(c: Case) -> tuple[float, np.ndarray]:
+    """Float64 PyTorch autograd through the per-sample loop of
+    ``tests/reference_loop.py`` (independent of the vectorised core)."""
+    import torch
+
+    from reference_loop import reference_iais
+
+    text = [list(map(int, np.flatnonzero(r == 0))) for r in c.roles]
+    image = [list(map(int, np.flatnonzero(r == 1))) for r in c.roles]
+    x = torch.tensor(c.attn, dtype=torch.float64, requires_grad=True)
+    o = c.options
+    per = reference_iais(x, text, image, mode=o["mode"], anchor=o["anchor"], variant=o["variant"],
+                         heads=o["heads"], inputs=o["inputs"], reduction="none", blocks="sliced")
+    value = _reduce(per, torch.from_numpy(c.weights), o["reduction"])
+    if not value.requires_grad:  # no sample has both modalities: constant 0
+        return float(value), np.zeros_like(c.attn)
+    (grad,) = torch.autograd.grad(value, x, allow_unused=True)
+    return float(value.detach()), (np.zeros_like(c.attn) if grad is None else grad.numpy())
+
+
+def _reduce(per: Any, w: Any, reduction: str) -> Any:
+    if reduction == "none":
+        return (per * w).sum()
+    return per.sum() if reduction == "sum" else per.mean()
+
+
+def scalar_fn(backend, c: Case):
+    """``(x, w, arrays) -> scalar`` on ``backend``: the loss itself, or the
+    weighted sum of the per-sample losses for ``reduction="none"``."""
+    opts, n_text_int = c.options, (c.n_text if isinstance(c.n_text, int) else None)
+
+    def fn(x: Any, w: Any, arrays: dict) -> Any:
+        arrays = dict(arrays)
+        n_text = arrays.pop("n_text", n_text_int)
+        out = backend.iais(x, n_text, **arrays, **opts)
+        if opts["reduction"] != "none":
+            return out
+        prod = out * w
+        return prod.sum() if hasattr(prod, "sum") else backend.tf.reduce_sum(prod)
+
+    return fn
+
+
+def backend_inputs(backend, c: Case) -> tuple[Any, Any, dict]:
+    arrays = dict(c.arrays)
+    if isinstance(c.n_text, np.ndarray):
+        arrays["n_text"] = c.n_text
+    return (backend.asarray(c.attn, c.dtype), backend.asarray(c.weights, c.compute_dtype),
+            backend.convert(arrays))
+
+
+def check_against_reference(backend, c: Case, value: Any, grad: Any, *, what: str) -> None:
+    want_value, want_grad = reference_scalar_and_grad(c)
+    core_value = np.asarray(_reduce(reference_loss(c, reduction="none"), c.weights, c.options["reduction"]))
+    # the two float64 references (the core on NumPy, the per-sample loop) agree
+    assert_close(np.asarray(want_value), core_value, LOSS_TOL["float64"], "references")
+    assert_close(np.asarray(backend.to_numpy(value)), core_value, LOSS_TOL[c.dtype], f"{what}: loss")
+    assert grad is not None
+    g = backend.to_numpy(grad)
+    assert g.shape == c.attn.shape and dtype_name(grad.dtype) == c.dtype, (grad.dtype, c.dtype)
+    assert_close(g, want_grad, GRAD_TOL[c.dtype], f"{what}: gradient")
+
+
+# ------------------------------------------------------------------ eager, every backend
+@given(data=st.data())
+def test_iais_loss_and_grad_match_reference(backend, data):
+    c = data.draw(cases(backend.dtypes, shapes=EAGER_SHAPES.get(backend.name, SHAPES)), label="case")
+    x, w, arrays = backend_inputs(backend, c)
+    out = backend.iais(x, arrays.pop("n_text", c.n_text), **arrays, **c.options)
+    want = reference_loss(c)
+    assert tuple(np.shape(backend.to_numpy(out))) == want.shape
+    assert dtype_name(out.dtype) == c.compute_dtype, (out.dtype, c.compute_dtype)
+    assert_close(backend.to_numpy(out), want, LOSS_TOL[c.dtype], "loss")
+    if backend.name == "numpy":
+        check_reference_gradient_by_finite_differences(c)
+        return
+    x, w, arrays = backend_inputs(backend, c)
+    value, grad = backend.value_and_grad(scalar_fn(backend, c), x, w, arrays)
+    check_against_reference(backend, c, value, grad, what=backend.name)
+
+
+def check_reference_gradient_by_finite_differences(c: Case, directions: int = 2) -> None:
+    """Central differences of the float64 NumPy loss along random directions
+    against the reference gradient (for probabilities, relative directions
+    keep them positive)."""
+    _, g = reference_scalar_and_grad(c)
+    rng = np.random.default_rng(zlib.crc32(c.attn.tobytes()))  # stable across processes (unlike hash())
+    x0 = c.attn
+    for _ in range(directions):
+        v = rng.normal(size=x0.shape)
+        if c.options["inputs"] == "probs":
+            v = v * x0
+        h = 1e-6
+
+        def f(x: np.ndarray) -> float:
+            return float(_reduce(np.asarray(iaisreg.iais(x, c.n_text, **c.arrays, **{**c.options, "reduction": "none"})),
+                                 c.weights, c.options["reduction"]))
+
+        fd = (f(x0 + h * v) - f(x0 - h * v)) / (2 * h)
+        dot = float(np.sum(g * v))
+        bound = 1e-6 * (float(np.sum(np.abs(g * v))) + abs(fd)) + 1e-9
+        assert abs(fd - dot) <= bound, (fd, dot, bound)
+
+
+# ------------------------------------------------------------------ compiled: jax.jit, tf.function
+#: option combinations for the compiled tests: every value of every option
+#: appears, and every (mode, anchor, variant) triple; each compiles once per shape/dtype.
+COMPILED_OPTIONS = [
+    dict(mode=m, anchor=a, variant=v, heads=h, reduction=r, inputs=i)
+    for (m, a, v), h, r, i in zip(
+        [(m, a, v) for m in iaisreg.MODES for a in iaisreg.ANCHORS for v in iaisreg.VARIANTS],
+        ["auto", "mean_probs", "per_head", "mean_scores"] * 3,
+        ["none", "mean", "sum"] * 4,
+        ["scores", "scores", "probs"] * 4,
+    )
+]
+COMPILED_SHAPES = ((3, 2, 7),)
+#: traced item arguments: boolean masks, (B,) lengths with an attention mask, a text mask alone
+COMPILED_FORMS = ("masks", "n_text_lengths", "text_only")
+
+
+@st.composite
+def compiled_cases(draw, dtypes):
+    i = draw(st.integers(0, len(COMPILED_OPTIONS) - 1))
+    opts = COMPILED_OPTIONS[i]
+    form = COMPILED_FORMS[i % len(COMPILED_FORMS)]  # tied to the options: one trace per (options, dtype)
+    return draw(cases(dtypes, shapes=COMPILED_SHAPES, forms=[form], options={k: [v] for k, v in opts.items()}))
+
+
+@given(data=st.data())
+def test_compiled_loss_and_grad_match_reference(compiled_backend, data):
+    backend = compiled_backend
+    c = data.draw(compiled_cases(("float64", "float32")), label="case")
+    x, w, arrays = backend_inputs(backend, c)
+    key = (tuple(sorted(c.options.items())), tuple(sorted(arrays)), c.n_text if isinstance(c.n_text, int) else None)
+    fn = backend.compiled_value_and_grad(key, scalar_fn(backend, c))
+    value, grad = fn(x, w, arrays)
+    check_against_reference(backend, c, value, grad, what=f"compiled {backend.name}")
+
+
+# ------------------------------------------------------------------ torch.compile (a few fixed configurations)
+TORCH_COMPILE_CONFIGS = [
+    dict(mode="singular", anchor="both", variant="official", heads="auto", reduction="mean", inputs="scores"),
+    dict(mode="distributed", anchor="V", variant="paper", heads="per_head", reduction="none", inputs="scores"),
+]
+
+
+@pytest.mark.skipif("torch" not in BACKENDS, reason="torch not in IAISREG_BACKENDS")
+@pytest.mark.parametrize("config", range(len(TORCH_COMPILE_CONFIGS)))
+@settings(max_examples=15)
+@given(data=st.data())
+def test_torch_compile_matches_reference(config, data):
+    """``torch.compile(fullgraph=True, dynamic=False)``, compiled once per
+    configuration (fixed shape and dtype; masks vary as tensors)."""
+    backend = load("torch")
+    opts = TORCH_COMPILE_CONFIGS[config]
+    dtype = ("float64", "float32")[config]
+    c = data.draw(cases((dtype,), shapes=((2, 2, 6),), forms=["masks"], options={k: [v] for k, v in opts.items()}),
+                  label="case")
+    x, w, arrays = backend_inputs(backend, c)
+    fn = backend.compiled_value_and_grad(("torch.compile", config), scalar_fn(backend, c))
+    value, grad = fn(x, w, arrays)
+    check_against_reference(backend, c, value, grad, what="torch.compile")
+
+
+# ------------------------------------------------------------------ helpers: masks_from_lengths, m_kl
+@given(st.integers(1, 3), st.integers(0, 8), st.data())
+def test_masks_from_lengths_matches_numpy(backend, b, n, data):
+    lens = st.lists(st.integers(0, 4), min_size=b, max_size=b)
+    it = data.draw(st.sampled_from(["int32", "int64"]))
+    tl = np.array(data.draw(lens), dtype=it)
+    il = np.array(data.draw(lens), dtype=it)
+    kw = {}
+    if data.draw(st.booleans()):
+        kw["text_start"] = data.draw(st.integers(0, 2))
+    if data.draw(st.booleans()):
+        kw["image_start"] = np.array(data.draw(lens), dtype=data.draw(st.sampled_from(["int32", "int64"])))
+    want = iaisreg.masks_from_lengths(n, tl, il, **kw)
+    got = backend.module.masks_from_lengths(n, backend.asarray(tl, it), backend.asarray(il, it),
+                                            **backend.convert(kw))
+    for g, wnt in zip(got, want):
+        np.testing.assert_array_equal(backend.to_numpy(g), wnt)
+
+
+@given(st.sampled_from([(1, 1), (2, 3), (3, 5)]), st.integers(0, 2**32 - 1), st.sampled_from(["float64", "float32"]))
+def test_m_kl_matches_numpy(backend, shape, seed, dtype):
+    b, n = shape
+    rng = np.random.default_rng(seed)
+    a = round_to(rng.dirichlet(np.ones(n), size=(b, n)), dtype)
+    c = round_to(rng.dirichlet(np.ones(n), size=(b, n)), dtype)
+    mask = rng.random((b, n, n)) < 0.8
+    want = np.asarray(iaisreg.m_kl(a, c, mask=mask))
+    got = backend.module.m_kl(backend.asarray(a, dtype), backend.asarray(c, dtype), mask=backend.asarray(mask, "bool"))
+    assert_close(backend.to_numpy(got), want, LOSS_TOL[dtype], "m_kl")
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["mean_probs", "per_head", "mean_scores"]),
+       st.sampled_from(["float64", "float32"]))
+def test_isda_matches_numpy(backend, seed, heads, dtype):
+    rng = np.random.default_rng(seed)
+    b, h, n, k = 2, 2, 8, 3
+    roles = np.stack([rng.permutation([0, 0, 0, 1, 1, 1, 2, 2]) for _ in range(b)])
+    groups_t = rng.random((b, k, n)) < 0.5
+    groups_v = rng.random((b, k, n)) < 0.5
+    s = round_to(rng.normal(size=(b, h, n, n)), dtype)
+    kw = dict(text_mask=roles == 0, image_mask=roles == 1, heads=heads)
+    want = np.asarray(iaisreg.isda(s, groups_t, groups_v, **kw))
+    got = backend.module.isda(backend.asarray(s, dtype), backend.asarray(groups_t, "bool"),
+                              backend.asarray(groups_v, "bool"), **backend.convert(kw))
+    assert_close(backend.to_numpy(got), want, LOSS_TOL[dtype], "isda")
+
+
+# ------------------------------------------------------------------ schedules
+@pytest.mark.parametrize("name", ["exp", "linear", "log", "constant"])
+def test_schedules_on_backend_steps(backend, name):
+    f = iaisreg.get_schedule(name, 100, gamma=5.0, value=0.25)
+    for step in (0, 30, 100, 250):
+        want = f(step)
+        got = f(backend.asarray(np.asarray(step), "int32"))
+        np.testing.assert_allclose(float(backend.to_numpy(got)), want, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ bad input: same exception, same message
+S = np.zeros((2, 3, 5, 5))
+
+#: the bad-input cases of tests/test_core.py::test_bad_input (plus int32 and
+#: uint8 variants): (id, attn, n_text, keyword arguments)
+BAD = [
+    ("rank", np.zeros((5, 5)), 2, {}),
+    ("rank5", np.zeros((1, 2, 3, 5, 5)), 2, {}),
+    ("non_square", np.zeros((2, 3, 5, 4)), 2, {}),
+    ("int_dtype", np.zeros((2, 3, 5, 5), dtype=np.int64), 2, {}),
+    ("int32_dtype", np.zeros((2, 3, 5, 5), dtype=np.int32), 2, {}),
+    ("bool_dtype", np.zeros((2, 3, 5, 5), dtype=bool), 2, {}),
+    ("n_text_high", S, 6, {}),
+    ("n_text_negative", S, -1, {}),
+    ("n_text_float", S, 2.0, {}),
+    ("n_text_bool", S, True, {}),
+    ("n_text_str", S, "2", {}),
+    ("n_text_list", S, [1, 2], {}),
+    ("n_text_shape", S, np.array([1, 2, 3]), {}),
+    ("n_text_float_array", S, np.array([1.0, 2.0]), {}),
+    ("n_text_values", S, np.array([1, 7]), {}),
+    ("n_text_values_int32", S, np.array([-1, 2], dtype=np.int32), {}),
+    ("no_items", S, None, {}),
+    ("n_text_and_mask", S, 2, dict(text_mask=np.ones(5, bool))),
+    ("mask_shape", S, None, dict(text_mask=np.ones((2, 4), bool))),
+    ("mask_rank", S, None, dict(text_mask=np.ones((2, 5, 1), bool))),
+    ("mask_float", S, None, dict(text_mask=np.ones((2, 5)))),
+    ("mask_float32", S, None, dict(image_mask=np.ones(5, np.float32))),
+    ("masks_overlap", S, None, dict(text_mask=np.ones(5, bool), image_mask=np.ones(5, bool))),
+    ("masks_overlap_2d", S, None, dict(text_mask=np.eye(2, 5, dtype=bool), image_mask=np.eye(2, 5, dtype=bool))),
+    ("attention_mask_shape", S, 2, dict(attention_mask=np.ones((3, 5), bool))),
+    ("attention_mask_float", S, 2, dict(attention_mask=np.ones((2, 5), np.float32))),
+    ("mode", S, 2, dict(mode="mean")),
+    ("anchor", S, 2, dict(anchor="T")),
+    ("variant", S, 2, dict(variant="x")),
+    ("heads", S, 2, dict(heads="max")),
+    ("reduction", S, 2, dict(reduction="avg")),
+    ("inputs", S, 2, dict(inputs="logits")),
+    ("mode_not_str", S, 2, dict(mode=None)),
+]
+
+
+def _error(fn):
+    try:
+        fn()
+    except (TypeError, ValueError) as exc:
+        return type(exc), str(exc)
+    return None, "no exception raised"
+
+
+def _convert_bad(backend, attn, n_text, kwargs):
+    x = backend.asarray(attn, str(attn.dtype))
+    nt = backend.asarray(n_text, str(n_text.dtype)) if isinstance(n_text, np.ndarray) else n_text
+    return x, nt, backend.convert(kwargs)
+
+
+@pytest.mark.parametrize("case_id,attn,n_text,kwargs", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_same_error_everywhere(backend, case_id, attn, n_text, kwargs):
+    """The adapter (``iaisreg.<backend>.iais``) and the core on the backend's
+    arrays raise exactly what the NumPy core raises: same type, same message."""
+    want = _error(lambda: iaisreg.iais(attn, n_text, **kwargs))
+    assert want[0] in (TypeError, ValueError), want
+    x, nt, kw = _convert_bad(backend, attn, n_text, kwargs)
+    assert _error(lambda: backend.module.iais(x, nt, **kw)) == want
+    assert _error(lambda: iaisreg.iais(x, nt, **kw)) == want
+
+
+@pytest.mark.parametrize("case_id,attn,n_text,kwargs", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_same_error_when_compiled(case_id, attn, n_text, kwargs):
+    """``iaisreg.jax.iais_jit`` and ``tf.function`` raise the same errors
+    (value checks — ``n_text`` range, overlapping masks — need host values:
+    ``iais_jit`` makes them before tracing, ``tf.function`` cannot)."""
+    want = _error(lambda: iaisreg.iais(attn, n_text, **kwargs))
+    value_check = case_id in ("n_text_values", "n_text_values_int32", "masks_overlap", "masks_overlap_2d")
+    if "jax" in BACKENDS:
+        b = load("jax")
+        x, nt, kw = _convert_bad(b, attn, n_text, kwargs)
+        assert _error(lambda: b.module.iais_jit(x, nt, **kw)) == want
+    if "tf" in BACKENDS:
+        b = load("tf")
+        x, nt, kw = _convert_bad(b, attn, n_text, kwargs)
+        for autograph in (False, True):
+            if isinstance(nt, (int, float, str, list, type(None))):
+                fn = b.tf.function(lambda x, kw: b.module.iais(x, nt, **kw), autograph=autograph)
+                got = _error(lambda: fn(x, kw))
+            else:
+                fn = b.tf.function(lambda x, nt, kw: b.module.iais(x, nt, **kw), autograph=autograph)
+                got = _error(lambda: fn(x, nt, kw))
+            if value_check:
+                assert got == (None, "no exception raised")
+            elif autograph:
+                # AutoGraph re-raises the same type with the user-code traceback prepended
+                assert got[0] is want[0] and got[1].rstrip().endswith(want[1]), got
+            else:
+                assert got == want
+
+
+@pytest.mark.parametrize("name", [b for b in BACKENDS if b != "numpy"])
+def test_adapters_reject_other_arrays(name):
+    b = load(name)
+    with pytest.raises(TypeError, match=r"iais: argument 'attn' must be a"):
+        b.module.iais([[1.0]], 2)
+    with pytest.raises(TypeError, match=r"m_kl: argument 'a' must be a"):
+        b.module.m_kl("a", "b")
+
+
+def test_backend_selection_env(monkeypatch):
+    import backends
+
+    monkeypatch.setenv(backends.ENV, "numpy, JAX,numpy")
+    assert backends.requested() == ("numpy", "jax")
+    monkeypatch.setenv(backends.ENV, "numpy,mxnet")
+    with pytest.raises(ValueError, match="mxnet"):
+        backends.requested()
+    monkeypatch.setenv(backends.ENV, "")
+    with pytest.raises(ValueError, match="names no backend"):
+        backends.requested()
+
+
+def test_failed_import_fails(monkeypatch):
+    import backends
+
+    class Broken(backends.Backend):
+        name = "broken"
+
+        def __init__(self) -> None:
+            import iaisreg_no_such_framework  # noqa: F401
+
+    monkeypatch.setitem(backends._CLASSES, "broken", Broken)
+    with pytest.raises(pytest.fail.Exception, match="could not be loaded"):
+        backends.load("broken")
+
