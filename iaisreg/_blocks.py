@@ -14,7 +14,7 @@ from ._namespace import device_of, is_host_concrete
 from ._ops import log_softmax, softmax
 from ._validate import check_int, dtype_name, shape_of
 
-__all__ = ["Items", "item_masks", "masks_from_lengths", "column_bias", "block_softmax", "two_block_log_softmax", "block_log_softmax"]
+__all__ = ["Items", "Spans", "item_masks", "resolve_items", "masks_from_lengths", "column_bias", "block_softmax", "two_block_log_softmax", "block_log_softmax"]
 
 
 class Items(NamedTuple):
@@ -22,6 +22,15 @@ class Items(NamedTuple):
 
     text: Any
     image: Any
+
+
+class Spans(NamedTuple):
+    """Optional static column spans ``(lo, hi)`` (Python ints) holding every
+    text / image item of every sample: a hint that lets the block softmax
+    skip the other columns."""
+
+    text: tuple[int, int] | None = None
+    image: tuple[int, int] | None = None
 
 
 def _as_bool_mask(x: Any, *, name: str, b: int, n: int, xp: Any, dev: Any, func: str) -> Any:
@@ -114,7 +123,13 @@ def masks_from_lengths(
     return Items(text, image)
 
 
-def item_masks(
+def item_masks(b: int, n: int, **kwargs: Any) -> Items:
+    """Resolve the ways of saying which positions are text and image items;
+    see :func:`resolve_items` (this returns only the masks)."""
+    return resolve_items(b, n, **kwargs)[0]
+
+
+def resolve_items(
     b: int,
     n: int,
     *,
@@ -126,7 +141,9 @@ def item_masks(
     dev: Any,
     func: str,
     check_overlap: bool | None = None,
-) -> Items:
+    text_span: Any = None,
+    image_span: Any = None,
+) -> tuple[Items, Spans]:
     """Resolve the ways of saying which positions are text and image items.
 
     * ``n_text`` int: positions ``< n_text`` are text, the rest image;
@@ -134,6 +151,11 @@ def item_masks(
     * ``text_mask`` and/or ``image_mask`` ``(B, N)`` or ``(N,)``: explicit
       membership (one alone: the other modality is its complement);
     * ``attention_mask``: valid (non-padding) positions, intersected with both.
+
+    ``text_span`` / ``image_span``: optional ``(lo, hi)`` ints promising that
+    every text / image item lies in columns ``lo <= j < hi`` (checked when the
+    masks' values are on the host). With an int ``n_text`` they are
+    ``(0, n_text)`` and ``(n_text, N)``.
     """
     have_masks = text_mask is not None or image_mask is not None
     if n_text is not None and have_masks:
@@ -181,7 +203,29 @@ def item_masks(
         valid = _as_bool_mask(attention_mask, name="attention_mask", b=b, n=n, xp=xp, dev=dev, func=func)
         text = text & valid
         image = image & valid
-    return Items(text, image)
+    if isinstance(n_text, numbers.Integral) and not isinstance(n_text, bool):
+        text_span = (0, int(n_text)) if text_span is None else text_span
+        image_span = (int(n_text), n) if image_span is None else image_span
+    spans = []
+    for name, span, mask in (("text_span", text_span, text), ("image_span", image_span, image)):
+        if span is not None:
+            if (not isinstance(span, (tuple, list)) or len(span) != 2
+                    or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in span)):
+                raise TypeError(f"{func}: argument {name!r} must be a pair of ints (lo, hi); got {span!r}")
+            lo, hi = int(span[0]), int(span[1])
+            if not 0 <= lo <= hi <= n:
+                raise ValueError(f"{func}: argument {name!r} must satisfy 0 <= lo <= hi <= {n}; got {span!r}")
+            span = (lo, hi)
+            if is_host_concrete(mask):
+                import numpy as np
+
+                m = np.asarray(mask)
+                outside = m[:, :lo].any() or m[:, hi:].any()
+                if outside:
+                    raise ValueError(f"{func}: argument {name!r} = {span} does not hold every item: the mask has "
+                                     f"items outside columns [{lo}, {hi})")
+        spans.append(span)
+    return Items(text, image), Spans(spans[0], spans[1])
 
 
 #: added to the scores of columns outside a block; exp() of it is exactly 0

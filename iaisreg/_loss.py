@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._blocks import Items, block_softmax, item_masks, two_block_log_softmax
+from ._blocks import Items, Spans, block_softmax, resolve_items, two_block_log_softmax
 from ._divergence import mkl_terms, official_distributed_terms, safe_log
 from ._mirror import distributed_mirror, singular_target
 from ._namespace import compute_dtype, device_of, get_namespace
@@ -71,6 +71,8 @@ def iais(
     reduction: str = "mean",
     inputs: str = "scores",
     check_overlap: bool | None = None,
+    text_span: tuple[int, int] | None = None,
+    image_span: tuple[int, int] | None = None,
     xp: Any = None,
 ) -> Any:
     """IAIS relation-alignment loss (paper Eq. 11 singular / Eq. 13 distributed).
@@ -100,6 +102,12 @@ def iais(
             (average the scores over heads first).
         reduction: ``"mean"`` over samples, ``"sum"``, or ``"none"`` -> ``(B,)``.
         inputs: ``"scores"`` or ``"probs"``.
+        text_span, image_span: optional static ``(lo, hi)`` column ranges that
+            hold every text / image item of every sample (e.g. the authors'
+            layout: ``(1, max_tl - 1)`` and ``(max_tl, N)``). A speed hint:
+            the block softmax then reads only those columns. Checked when the
+            masks are on the host; under ``jit``/``compile`` it is a promise.
+            Set automatically for an int ``n_text``.
 
     Returns:
         The loss: a scalar, or ``(B,)`` for ``reduction="none"``, in the
@@ -131,18 +139,19 @@ def iais(
     xp = get_namespace(attn, xp=xp)
     dt = compute_dtype(attn.dtype, xp, name="attn")
     dev = device_of(attn, xp)
-    items = item_masks(
+    items, spans = resolve_items(
         b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask, attention_mask=attention_mask,
-        xp=xp, dev=dev, func=func, check_overlap=check_overlap,
+        xp=xp, dev=dev, func=func, check_overlap=check_overlap, text_span=text_span, image_span=image_span,
     )
     s = xp.astype(attn, dt)
     if s.ndim == 3:
         s = s[:, None, :, :]
     return _iais_from_scores(s, items, mode=mode, anchor=anchor, variant=variant, heads=heads,
-                             reduction=reduction, inputs=inputs, xp=xp)
+                             reduction=reduction, inputs=inputs, xp=xp, spans=spans)
 
 
-def block_probs(s: Any, items: Items, *, heads: str, inputs: str, xp: Any) -> tuple[Any, Any]:
+def block_probs(s: Any, items: Items, *, heads: str, inputs: str, xp: Any,
+                spans: Spans = Spans()) -> tuple[Any, Any]:
     """Block softmaxes of ``s`` ``(B, H, N, N)``: ``(p, log_p)`` of shape
     ``(B, H', N, N)``, ``H' = 1`` when heads are averaged."""
     if inputs == "probs":
@@ -153,8 +162,8 @@ def block_probs(s: Any, items: Items, *, heads: str, inputs: str, xp: Any) -> tu
     v_col = items.image[:, None, None, :]
     if heads == "mean_probs":
         # average each block's probabilities over heads first: everything after is (B, 1, N, N)
-        p_t = xp.mean(block_softmax(s, t_col, xp), axis=1, keepdims=True)
-        p_v = xp.mean(block_softmax(s, v_col, xp), axis=1, keepdims=True)
+        p_t = _mean_block_softmax(s, t_col, spans.text, xp)
+        p_v = _mean_block_softmax(s, v_col, spans.image, xp)
         zero = xp.zeros_like(p_t)
         p = xp.where(t_col, p_t, xp.where(v_col, p_v, zero))
         log_p = safe_log(p, xp)
@@ -163,10 +172,28 @@ def block_probs(s: Any, items: Items, *, heads: str, inputs: str, xp: Any) -> tu
     return p, log_p
 
 
+def _mean_block_softmax(s: Any, cols: Any, span: tuple[int, int] | None, xp: Any) -> Any:
+    """Head-averaged block softmax ``(B, 1, N, N)``; with a static column span
+    only those columns are computed (the others are exactly 0 anyway)."""
+    n = s.shape[-1]
+    if span is None or span == (0, n):
+        return xp.mean(block_softmax(s, cols, xp), axis=1, keepdims=True)
+    lo, hi = span
+    part = xp.mean(block_softmax(s[..., lo:hi], cols[..., lo:hi], xp), axis=1, keepdims=True)
+    pieces = []
+    head = tuple(part.shape[:-1])
+    if lo > 0:
+        pieces.append(xp.zeros(head + (lo,), dtype=part.dtype, device=device_of(part, xp)))
+    pieces.append(part)
+    if hi < n:
+        pieces.append(xp.zeros(head + (n - hi,), dtype=part.dtype, device=device_of(part, xp)))
+    return xp.concat(pieces, axis=-1) if len(pieces) > 1 else part
+
+
 def _iais_from_scores(s: Any, items: Items, *, mode: str, anchor: str, variant: str, heads: str,
-                      reduction: str, inputs: str, xp: Any) -> Any:
+                      reduction: str, inputs: str, xp: Any, spans: Spans = Spans()) -> Any:
     heads = resolve_heads(heads, variant)
-    p, log_p = block_probs(s, items, heads=heads, inputs=inputs, xp=xp)
+    p, log_p = block_probs(s, items, heads=heads, inputs=inputs, xp=xp, spans=spans)
     per = None
     if anchor in ("V", "both"):
         per = _anchor_loss(p, log_p, items.image, items.text, mode=mode, variant=variant, xp=xp)

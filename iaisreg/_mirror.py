@@ -10,6 +10,7 @@ from typing import Any
 from ._blocks import block_log_softmax
 from ._divergence import safe_log
 from ._namespace import device_of
+from ._ops import take_along_axis
 
 __all__ = ["mirror_index", "singular_mirror", "distributed_mirror", "singular_target", "distributed_target"]
 
@@ -27,13 +28,13 @@ def singular_mirror(source: Any, idx: Any, xp: Any) -> Any:
     """``M[i, j] = source[idx[i], idx[j]]`` (Eq. 10): the other modality's
     self-attention read at the positions each anchor item is mapped to.
     ``source``: ``(..., N, N)``; ``idx``: ``(..., N)``. Gradients flow into
-    ``source``; implemented with two ``take_along_axis`` gathers."""
-    nd = source.ndim
+    ``source``; implemented as one gather on the flattened matrix."""
     shape = tuple(source.shape)
-    rows = xp.broadcast_to(idx[..., :, None], shape)
-    picked = xp.take_along_axis(source, rows, axis=nd - 2)
-    cols = xp.broadcast_to(idx[..., None, :], shape)
-    return xp.take_along_axis(picked, cols, axis=nd - 1)
+    n = shape[-1]
+    flat = xp.reshape(source, shape[:-2] + (n * n,))
+    linear = idx[..., :, None] * n + idx[..., None, :]
+    linear = xp.reshape(linear, tuple(linear.shape[:-2]) + (n * n,))
+    return xp.reshape(take_along_axis(flat, linear, xp, axis=len(shape) - 2), shape)
 
 
 def singular_target(source: Any, p_ao: Any, anchor_cols: Any, other_cols: Any, xp: Any) -> tuple[Any, Any]:

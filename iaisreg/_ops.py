@@ -8,7 +8,7 @@ from typing import Any
 
 import array_api_compat
 
-__all__ = ["softmax", "log_softmax"]
+__all__ = ["softmax", "log_softmax", "take_along_axis"]
 
 
 def _native(xp: Any, name: str) -> Any:
@@ -44,3 +44,13 @@ def log_softmax(x: Any, xp: Any, axis: int = -1) -> Any:
         return fn(x, axis)
     z = x - xp.max(x, axis=axis, keepdims=True)
     return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+
+
+def take_along_axis(x: Any, indices: Any, xp: Any, axis: int) -> Any:
+    """``take_along_axis`` with non-negative ``indices`` (PyTorch: ``torch.gather``
+    directly, skipping array-api-compat's index normalisation)."""
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        return torch.gather(x, axis, indices)
+    return xp.take_along_axis(x, indices, axis=axis)

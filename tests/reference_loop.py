@@ -6,7 +6,8 @@ authors' UNITER code.
 block probabilities are computed for the whole batch, each with its own 0/1
 block mask turned into an additive ``-10000`` mask, a full-row softmax and a
 multiplication by the mask, then averaged over heads; a Python loop then
-reads each sample's blocks and computes its loss. ``blocks="sliced"`` is a
+reads each sample's blocks and computes its loss, building the singular
+mirror from the argmax moved to the host and nested Python index lists. ``blocks="sliced"`` is a
 leaner loop that slices each sample's compact blocks first and softmaxes
 only those (a stronger baseline for the benchmark).
 
@@ -27,15 +28,24 @@ def _kl_batchmean(log_input: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return F.kl_div(log_input, target, reduction="batchmean")
 
 
-def _official(P: dict, anchor: str, mode: str) -> torch.Tensor:
-    """One head slot of the authors' loss; P holds (n_r, n_c) block softmaxes."""
+def _official(P: dict, anchor: str, mode: str, host_index: bool = False) -> torch.Tensor:
+    """One head slot of the authors' loss; P holds (n_r, n_c) block softmaxes.
+
+    ``host_index``: build the singular mirror as the authors' code does, by
+    moving the argmax to the host and indexing with nested Python lists."""
     if anchor == "V":
         p_aa, p_ao, p_oa, p_oo = P["VV"], P["VL"], P["LV"], P["LL"]
     else:
         p_aa, p_ao, p_oa, p_oo = P["LL"], P["LV"], P["VL"], P["VV"]
     if mode == "singular":
-        idx = p_ao.argmax(-1)
-        m = p_oo[idx[:, None], idx[None, :]]
+        if host_index:
+            index = p_ao.argmax(-1).detach().cpu().numpy().tolist()
+            rows = [[i] * len(index) for i in index]
+            cols = [index] * len(index)
+            m = p_oo[rows, cols]
+        else:
+            idx = p_ao.argmax(-1)
+            m = p_oo[idx[:, None], idx[None, :]]
         q = torch.softmax(m, dim=-1)
         return _kl_batchmean(p_aa.log(), q) + _kl_batchmean(q.log(), p_aa)
     q = p_ao @ p_oa
@@ -124,7 +134,8 @@ def reference_iais(
             for h in range(next(iter(P.values())).shape[0]):
                 Ph = {k: v[h] for k, v in P.items()}
                 Sh = {k: v[h] for k, v in S.items()}
-                per_head.append(_official(Ph, a, mode) if variant == "official" else _paper(Sh, Ph, a, mode))
+                per_head.append(_official(Ph, a, mode, host_index=blocks == "authors") if variant == "official"
+                                else _paper(Sh, Ph, a, mode))
             total = total + torch.stack(per_head).mean()
         losses.append(total)
     per = torch.stack(losses)

@@ -362,3 +362,34 @@ def test_doctests():
     for mod in (iaisreg._blocks, iaisreg._divergence, iaisreg._isda, iaisreg._loss, iaisreg.schedules):
         res = doctest.testmod(mod)
         assert res.failed == 0 and res.attempted > 0, mod.__name__
+
+
+# ---------------------------------------------------------------- static column spans (a speed hint)
+@pytest.mark.parametrize("mode,anchor,variant", COMBOS)
+def test_spans_give_the_same_loss(mode, anchor, variant):
+    rng = np.random.default_rng(11)
+    b, h, max_tl, max_nbb = 3, 2, 7, 6
+    n = max_tl + max_nbb
+    txt_lens = np.array([7, 4, 3])
+    nbb = np.array([6, 2, 4])
+    t, v = iaisreg.masks_from_lengths(n, txt_lens - 2, nbb, text_start=1, image_start=max_tl)
+    s = rng.normal(scale=2.0, size=(b, h, n, n))
+    kw = dict(text_mask=t, image_mask=v, mode=mode, anchor=anchor, variant=variant, reduction="none")
+    np.testing.assert_allclose(iaisreg.iais(s, text_span=(1, max_tl - 1), image_span=(max_tl, n), **kw),
+                               iaisreg.iais(s, **kw), rtol=1e-12, atol=1e-15)
+    # an int n_text sets the spans itself; the result equals the masks' without spans
+    t2 = np.broadcast_to(np.arange(n) < 5, (b, n))
+    np.testing.assert_allclose(iaisreg.iais(s, 5, mode=mode, anchor=anchor, variant=variant, reduction="none"),
+                               iaisreg.iais(s, text_mask=t2, image_mask=~t2, mode=mode, anchor=anchor,
+                                            variant=variant, reduction="none"), rtol=1e-12, atol=1e-15)
+
+
+def test_spans_bad_input():
+    s = np.zeros((1, 1, 6, 6))
+    t = np.array([[0, 1, 1, 0, 0, 0]], bool)
+    with pytest.raises(ValueError, match=r"'text_span' = \(2, 3\) does not hold every item"):
+        iaisreg.iais(s, text_mask=t, image_mask=~t, text_span=(2, 3))
+    with pytest.raises(ValueError, match=r"'image_span' must satisfy 0 <= lo <= hi <= 6"):
+        iaisreg.iais(s, text_mask=t, image_mask=~t, image_span=(3, 9))
+    with pytest.raises(TypeError, match=r"'text_span' must be a pair of ints"):
+        iaisreg.iais(s, text_mask=t, image_mask=~t, text_span=(0.5, 3))

@@ -41,7 +41,8 @@ xp = jnp
 
 #: the arguments of :func:`iais` that must be static under ``jax.jit``
 #: (plus ``n_text`` when it is a Python int).
-STATIC_ARGNAMES = ("mode", "anchor", "variant", "heads", "reduction", "inputs", "check_overlap")
+STATIC_ARGNAMES = ("mode", "anchor", "variant", "heads", "reduction", "inputs", "check_overlap", "text_span",
+                   "image_span")
 
 _OPTIONS = (("mode", _core.MODES), ("anchor", _core.ANCHORS), ("variant", _core.VARIANTS),
             ("heads", _core.HEADS), ("reduction", _core.REDUCTIONS), ("inputs", _core.INPUTS))
@@ -78,14 +79,14 @@ def iais(attn: jax.Array, n_text: Any = None, **kwargs: Any) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("n_text_static",) + STATIC_ARGNAMES)
 def _iais_compiled(attn: Any, n_text_array: Any, text_mask: Any, image_mask: Any, attention_mask: Any, *,
                    n_text_static: Any, mode: str, anchor: str, variant: str, heads: str, reduction: str,
-                   inputs: str, check_overlap: Any) -> Any:
+                   inputs: str, check_overlap: Any, text_span: Any, image_span: Any) -> Any:
     n_text = n_text_static if n_text_array is None else n_text_array
     return _core.iais(attn, n_text, text_mask=text_mask, image_mask=image_mask, attention_mask=attention_mask,
                       mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction, inputs=inputs,
-                      check_overlap=check_overlap, xp=jnp)
+                      check_overlap=check_overlap, text_span=text_span, image_span=image_span, xp=jnp)
 
 
-def _host_value_checks(attn: Any, n_text: Any, masks: dict, check_overlap: Any) -> None:
+def _host_value_checks(attn: Any, n_text: Any, masks: dict, check_overlap: Any, spans: dict | None = None) -> None:
     """The value checks the core makes on host values (``n_text`` lengths in
     range, ``text_mask``/``image_mask`` disjoint), run before tracing so that
     :func:`iais_jit` raises what :func:`iais` raises. Skipped when a value is
@@ -101,7 +102,7 @@ def _host_value_checks(attn: Any, n_text: Any, masks: dict, check_overlap: Any) 
         return np.asarray(v) if hasattr(v, "shape") else v
 
     _item_masks(b, n, n_text=host(n_text), **{k: host(v) for k, v in masks.items()}, xp=npx, dev="cpu",
-                func="iais", check_overlap=check_overlap)
+                func="iais", check_overlap=check_overlap, **(spans or {}))
 
 
 def iais_jit(
@@ -118,6 +119,8 @@ def iais_jit(
     reduction: str = "mean",
     inputs: str = "scores",
     check_overlap: bool | None = None,
+    text_span: tuple[int, int] | None = None,
+    image_span: tuple[int, int] | None = None,
 ) -> jax.Array:
     """:func:`iais` compiled with ``jax.jit``: the options and an ``int``
     ``n_text`` are static (one compilation per combination and shape), the
@@ -135,7 +138,7 @@ def iais_jit(
     attn = _as_array(attn, "attn", "iais")
     masks = {k: v for k, v in (("text_mask", text_mask), ("image_mask", image_mask),
                                ("attention_mask", attention_mask)) if v is not None}
-    _host_value_checks(attn, n_text, masks, check_overlap)
+    _host_value_checks(attn, n_text, masks, check_overlap, {"text_span": text_span, "image_span": image_span})
     if hasattr(n_text, "shape") or n_text is None:
         n_text_array, n_text_static = n_text, None
     else:
@@ -143,11 +146,14 @@ def iais_jit(
             hash(n_text)
         except TypeError:  # not a valid n_text: let the core say why
             return iais(attn, n_text, **masks, mode=mode, anchor=anchor, variant=variant, heads=heads,
-                        reduction=reduction, inputs=inputs, check_overlap=check_overlap)
+                        reduction=reduction, inputs=inputs, check_overlap=check_overlap, text_span=text_span,
+                        image_span=image_span)
         n_text_array, n_text_static = None, n_text
     return _iais_compiled(attn, n_text_array, text_mask, image_mask, attention_mask, n_text_static=n_text_static,
                           mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction,
-                          inputs=inputs, check_overlap=check_overlap)
+                          inputs=inputs, check_overlap=check_overlap,
+                          text_span=None if text_span is None else tuple(text_span),
+                          image_span=None if image_span is None else tuple(image_span))
 
 
 def isda(scores: jax.Array, text_groups: Any, image_groups: Any, n_text: Any = None, **kwargs: Any) -> Any:

@@ -31,7 +31,7 @@ __all__ = [
     "asarray", "zeros", "zeros_like", "ones", "ones_like", "arange",
     "exp", "log", "maximum", "minimum", "where", "clip",
     "sum", "mean", "max", "min", "any", "all", "argmax",
-    "take_along_axis", "matmul", "matrix_transpose", "broadcast_to", "astype",
+    "take_along_axis", "matmul", "matrix_transpose", "broadcast_to", "astype", "reshape", "concat",
     "isdtype", "finfo", "iinfo",
 ]
 
@@ -274,6 +274,14 @@ def take_along_axis(x: Any, indices: Any, /, *, axis: int = -1) -> Any:
 
 def matmul(x1: Any, x2: Any, /) -> Any:
     return tf.linalg.matmul(x1, x2)
+
+
+def reshape(x: Any, /, shape: Sequence[int], *, copy: Any = None) -> Any:
+    return tf.reshape(x, shape)
+
+
+def concat(arrays: Sequence[Any], /, *, axis: int = 0) -> Any:
+    return tf.concat(list(arrays), axis=axis)
 
 
 def matrix_transpose(x: Any, /) -> Any:
