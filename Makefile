@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml ci/constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m iaisreg
+	$(PY) -m integrations.uniter.finetune
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup

@@ -20,7 +20,7 @@ from .errors import MissingRecordError
 
 # realpath -> [environment, pid that opened it, number of readers using it]
 _ENVS: dict[str, list] = {}
-_ENVS_LOCK = threading.Lock()
+_ENVS_LOCK = threading.RLock()  # re-entrant: a reader finalised by GC inside _acquire closes under it
 
 
 def _acquire(path: str) -> lmdb.Environment:
