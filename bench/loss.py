@@ -64,7 +64,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     print(f"torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
     print("loop: the authors' structure (four batch-wide masked block softmaxes, then a per-sample loop);")

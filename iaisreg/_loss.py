@@ -2,12 +2,13 @@
 form (``variant="official"``) and the printed equations' (``variant="paper"``)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from ._blocks import Items, Spans, block_softmax, resolve_items, two_block_log_softmax
+from ._blocks import Items, Spans, column_bias, resolve_items
 from ._divergence import mkl_terms, official_distributed_terms, safe_log
 from ._mirror import distributed_mirror, singular_target
 from ._namespace import compute_dtype, device_of, get_namespace
+from ._ops import log_softmax, softmax
 from ._validate import check_option, check_scores
 
 __all__ = ["iais", "MODES", "ANCHORS", "VARIANTS", "HEADS", "REDUCTIONS", "INPUTS", "resolve_heads"]
@@ -26,32 +27,77 @@ def resolve_heads(heads: str, variant: str) -> str:
     return heads
 
 
-def _anchor_loss(p: Any, log_p: Any, anchor: Any, other: Any, *, mode: str, variant: str, xp: Any) -> Any:
-    """Per-sample loss for one anchor. ``p``/``log_p``: ``(B, H', N, N)``
-    block softmaxes (text columns normalised over text, image columns over
-    image); ``anchor``/``other``: ``(B, N)`` item masks. Returns ``(B,)``."""
-    a_row, a_col = anchor[:, None, :, None], anchor[:, None, None, :]
-    o_row, o_col = other[:, None, :, None], other[:, None, None, :]
+class _Group(NamedTuple):
+    """One modality's column block for every row: ``p``/``log_p`` ``(B, H', N, W)``
+    hold the row softmax over this group's columns ``lo <= j < hi`` (``W = hi - lo``).
+    ``log_p`` is None when heads are averaged (logs are taken where needed)."""
+
+    p: Any
+    log_p: Any
+    lo: int
+    hi: int
+
+    def rows(self, lo: int, hi: int, xp: Any) -> tuple[Any, Any]:
+        """``(p, log_p)`` of the rows ``lo <= i < hi``."""
+        p = self.p[..., lo:hi, :]
+        return p, (safe_log(p, xp) if self.log_p is None else self.log_p[..., lo:hi, :])
+
+
+def _group_blocks(s: Any, items: Items, spans: Spans, *, heads: str, inputs: str, xp: Any) -> tuple[_Group, _Group]:
+    """The text-column and image-column block softmaxes of ``s`` ``(B, H, N, N)``
+    (paper Eq. 6), each computed over its static column span only."""
+    if inputs == "probs":
+        s = safe_log(s, xp)
+    if heads == "mean_scores":
+        s = xp.mean(s, axis=1, keepdims=True)
+    n = s.shape[-1]
+    out = []
+    for mask, span in ((items.text, spans.text), (items.image, spans.image)):
+        lo, hi = span if span is not None else (0, n)
+        cols = mask[:, None, None, lo:hi]
+        x = s[..., lo:hi] + column_bias(cols, s.dtype, xp)
+        if heads == "mean_probs":
+            out.append(_Group(xp.mean(softmax(x, xp), axis=1, keepdims=True), None, lo, hi))
+        else:
+            raw = log_softmax(x, xp)
+            zero = xp.zeros_like(raw)
+            out.append(_Group(xp.where(cols, xp.exp(raw), zero), xp.where(cols, raw, zero), lo, hi))
+    return out[0], out[1]
+
+
+def _anchor_loss(a: _Group, o: _Group, anchor: Any, other: Any, *, mode: str, variant: str, xp: Any) -> Any:
+    """Per-sample loss for one anchor. ``a``/``o``: the anchor's and the other
+    modality's column blocks; ``anchor``/``other``: ``(B, N)`` item masks.
+    Works on the ``(A, A)``, ``(A, O)``, ``(O, A)`` and ``(O, O)`` sub-blocks of
+    the two spans. Returns ``(B,)``."""
+    am, om = anchor[:, a.lo:a.hi], other[:, o.lo:o.hi]
+    a_row, a_col = am[:, None, :, None], am[:, None, None, :]
+    o_row, o_col = om[:, None, :, None], om[:, None, None, :]
     pair = a_row & a_col
+    p_aa, log_p_aa = a.rows(a.lo, a.hi, xp)
+    p_ao = o.p[..., a.lo:a.hi, :]
     if mode == "singular":
         # official: mirror the head-averaged probabilities, then softmax them;
         # paper: mirror the scores (log-probabilities differ from the scores by a
         # per-row constant, which the row softmax removes).
-        source = p if variant == "official" else log_p
-        log_q, q = singular_target(source, p, a_col, o_col, xp)
-        per = mkl_terms(p, log_p, q, log_q, pair, xp)
-    else:
-        q = distributed_mirror(p, a_row, a_col, o_row, o_col, xp)
         if variant == "official":
-            per = official_distributed_terms(p, log_p, q, pair, xp)
+            source = o.p[..., o.lo:o.hi, :]
         else:
-            per = mkl_terms(p, log_p, q, safe_log(q, xp), pair, xp)
-    dt = p.dtype
+            source = o.rows(o.lo, o.hi, xp)[1]
+        log_q, q = singular_target(source, p_ao, a_col, o_col, xp)
+        per = mkl_terms(p_aa, log_p_aa, q, log_q, pair, xp)
+    else:
+        q = distributed_mirror(p_ao, a.p[..., o.lo:o.hi, :], a_row, a_col, o_row, o_col, xp)
+        if variant == "official":
+            per = official_distributed_terms(p_aa, log_p_aa, q, pair, xp)
+        else:
+            per = mkl_terms(p_aa, log_p_aa, q, safe_log(q, xp), pair, xp)
+    dt = p_aa.dtype
     n_a = xp.sum(xp.astype(anchor, dt), axis=-1)
     n_o = xp.sum(xp.astype(other, dt), axis=-1)
     per = xp.mean(per, axis=1)  # over heads (a single slot when heads are averaged)
     if variant == "official":  # KLDivLoss(reduction="batchmean") divides by the row count
-        one = xp.asarray(1.0, dtype=dt, device=device_of(p, xp))
+        one = xp.asarray(1.0, dtype=dt, device=device_of(p_aa, xp))
         per = per / xp.maximum(n_a, one)
     valid = (n_a > 0) & (n_o > 0)
     return xp.where(valid, per, xp.zeros_like(per))
@@ -152,53 +198,43 @@ def iais(
 
 def block_probs(s: Any, items: Items, *, heads: str, inputs: str, xp: Any,
                 spans: Spans = Spans()) -> tuple[Any, Any]:
-    """Block softmaxes of ``s`` ``(B, H, N, N)``: ``(p, log_p)`` of shape
-    ``(B, H', N, N)``, ``H' = 1`` when heads are averaged."""
-    if inputs == "probs":
-        s = safe_log(s, xp)
-    if heads == "mean_scores":
-        s = xp.mean(s, axis=1, keepdims=True)
+    """Block softmaxes of ``s`` ``(B, H, N, N)`` as full-width arrays: ``(p, log_p)``
+    of shape ``(B, H', N, N)`` (``H' = 1`` when heads are averaged); text columns
+    are normalised over the text items, image columns over the image items,
+    other columns are 0."""
+    text, image = _group_blocks(s, items, spans, heads=heads, inputs=inputs, xp=xp)
+    n = s.shape[-1]
     t_col = items.text[:, None, None, :]
     v_col = items.image[:, None, None, :]
-    if heads == "mean_probs":
-        # average each block's probabilities over heads first: everything after is (B, 1, N, N)
-        p_t = _mean_block_softmax(s, t_col, spans.text, xp)
-        p_v = _mean_block_softmax(s, v_col, spans.image, xp)
-        zero = xp.zeros_like(p_t)
-        p = xp.where(t_col, p_t, xp.where(v_col, p_v, zero))
-        log_p = safe_log(p, xp)
-    else:
-        log_p, p = two_block_log_softmax(s, t_col, v_col, xp)
+
+    def widen(x: Any, g: _Group) -> Any:
+        head = tuple(x.shape[:-1])
+        pieces = []
+        if g.lo > 0:
+            pieces.append(xp.zeros(head + (g.lo,), dtype=x.dtype, device=device_of(x, xp)))
+        pieces.append(x)
+        if g.hi < n:
+            pieces.append(xp.zeros(head + (n - g.hi,), dtype=x.dtype, device=device_of(x, xp)))
+        return xp.concat(pieces, axis=-1) if len(pieces) > 1 else x
+
+    p_t = widen(text.p, text)
+    zero = xp.zeros_like(p_t)
+    p = xp.where(t_col, p_t, xp.where(v_col, widen(image.p, image), zero))
+    if text.log_p is None:
+        return p, safe_log(p, xp)
+    log_p = xp.where(t_col, widen(text.log_p, text), xp.where(v_col, widen(image.log_p, image), zero))
     return p, log_p
-
-
-def _mean_block_softmax(s: Any, cols: Any, span: tuple[int, int] | None, xp: Any) -> Any:
-    """Head-averaged block softmax ``(B, 1, N, N)``; with a static column span
-    only those columns are computed (the others are exactly 0 anyway)."""
-    n = s.shape[-1]
-    if span is None or span == (0, n):
-        return xp.mean(block_softmax(s, cols, xp), axis=1, keepdims=True)
-    lo, hi = span
-    part = xp.mean(block_softmax(s[..., lo:hi], cols[..., lo:hi], xp), axis=1, keepdims=True)
-    pieces = []
-    head = tuple(part.shape[:-1])
-    if lo > 0:
-        pieces.append(xp.zeros(head + (lo,), dtype=part.dtype, device=device_of(part, xp)))
-    pieces.append(part)
-    if hi < n:
-        pieces.append(xp.zeros(head + (n - hi,), dtype=part.dtype, device=device_of(part, xp)))
-    return xp.concat(pieces, axis=-1) if len(pieces) > 1 else part
 
 
 def _iais_from_scores(s: Any, items: Items, *, mode: str, anchor: str, variant: str, heads: str,
                       reduction: str, inputs: str, xp: Any, spans: Spans = Spans()) -> Any:
     heads = resolve_heads(heads, variant)
-    p, log_p = block_probs(s, items, heads=heads, inputs=inputs, xp=xp, spans=spans)
+    text, image = _group_blocks(s, items, spans, heads=heads, inputs=inputs, xp=xp)
     per = None
     if anchor in ("V", "both"):
-        per = _anchor_loss(p, log_p, items.image, items.text, mode=mode, variant=variant, xp=xp)
+        per = _anchor_loss(image, text, items.image, items.text, mode=mode, variant=variant, xp=xp)
     if anchor in ("L", "both"):
-        loss_l = _anchor_loss(p, log_p, items.text, items.image, mode=mode, variant=variant, xp=xp)
+        loss_l = _anchor_loss(text, image, items.text, items.image, mode=mode, variant=variant, xp=xp)
         per = loss_l if per is None else per + loss_l
     if reduction == "none":
         return per

@@ -12,7 +12,7 @@ from ._divergence import safe_log
 from ._namespace import device_of
 from ._ops import take_along_axis
 
-__all__ = ["mirror_index", "singular_mirror", "distributed_mirror", "singular_target", "distributed_target"]
+__all__ = ["mirror_index", "singular_mirror", "distributed_mirror", "singular_target"]
 
 
 def mirror_index(p_ao: Any, other_cols: Any, xp: Any) -> Any:
@@ -27,35 +27,34 @@ def mirror_index(p_ao: Any, other_cols: Any, xp: Any) -> Any:
 def singular_mirror(source: Any, idx: Any, xp: Any) -> Any:
     """``M[i, j] = source[idx[i], idx[j]]`` (Eq. 10): the other modality's
     self-attention read at the positions each anchor item is mapped to.
-    ``source``: ``(..., N, N)``; ``idx``: ``(..., N)``. Gradients flow into
-    ``source``; implemented as one gather on the flattened matrix."""
+    ``source``: ``(..., O, O)``; ``idx``: ``(..., A)`` positions in ``[0, O)``;
+    returns ``(..., A, A)``. Gradients flow into ``source``; implemented as one
+    gather on the flattened matrix."""
     shape = tuple(source.shape)
-    n = shape[-1]
-    flat = xp.reshape(source, shape[:-2] + (n * n,))
-    linear = idx[..., :, None] * n + idx[..., None, :]
-    linear = xp.reshape(linear, tuple(linear.shape[:-2]) + (n * n,))
-    return xp.reshape(take_along_axis(flat, linear, xp, axis=len(shape) - 2), shape)
+    o = shape[-1]
+    a = idx.shape[-1]
+    lead = shape[:-2]
+    flat = xp.reshape(source, lead + (o * o,))
+    linear = idx[..., :, None] * o + idx[..., None, :]
+    linear = xp.reshape(linear, tuple(linear.shape[:-2]) + (a * a,))
+    return xp.reshape(take_along_axis(flat, linear, xp, axis=len(shape) - 2), lead + (a, a))
 
 
 def singular_target(source: Any, p_ao: Any, anchor_cols: Any, other_cols: Any, xp: Any) -> tuple[Any, Any]:
     """Singular alignment target ``softmax_row(M)`` over the anchor columns,
-    with ``M`` from :func:`singular_mirror`. Returns ``(log_q, q)``."""
+    with ``M`` from :func:`singular_mirror` (``source``: the other modality's
+    ``(O, O)`` block; ``p_ao``: the ``(A, O)`` cross block). Returns ``(log_q, q)``."""
     idx = mirror_index(p_ao, other_cols, xp)
     m = singular_mirror(source, idx, xp)
     return block_log_softmax(m, anchor_cols, xp)
 
 
-def distributed_mirror(p: Any, anchor_rows: Any, anchor_cols: Any, other_rows: Any, other_cols: Any, xp: Any) -> Any:
+def distributed_mirror(p_ao: Any, p_oa: Any, anchor_rows: Any, anchor_cols: Any, other_rows: Any, other_cols: Any,
+                       xp: Any) -> Any:
     """``P_ao @ P_oa`` (Eq. 12): attention from each anchor item to the other
-    modality, then back. ``p`` holds the block softmaxes, ``(..., N, N)``;
-    the result is non-zero only on (anchor row, anchor column) entries."""
-    zero = xp.zeros_like(p)
-    p_ao = xp.where(anchor_rows & other_cols, p, zero)
-    p_oa = xp.where(other_rows & anchor_cols, p, zero)
+    modality, then back. ``p_ao``: ``(..., A, O)``, ``p_oa``: ``(..., O, A)``
+    block softmaxes; rows/columns outside the items are zeroed first, so the
+    result ``(..., A, A)`` is non-zero only on (anchor, anchor) entries."""
+    p_ao = xp.where(anchor_rows & other_cols, p_ao, xp.zeros_like(p_ao))
+    p_oa = xp.where(other_rows & anchor_cols, p_oa, xp.zeros_like(p_oa))
     return xp.matmul(p_ao, p_oa)
-
-
-def distributed_target(p: Any, anchor_rows: Any, anchor_cols: Any, other_rows: Any, other_cols: Any, xp: Any) -> tuple[Any, Any]:
-    """Distributed alignment target and its (clamped) log: ``(log_q, q)``."""
-    q = distributed_mirror(p, anchor_rows, anchor_cols, other_rows, other_cols, xp)
-    return safe_log(q, xp), q
