@@ -215,8 +215,8 @@ def resolve_items(
             lo, hi = int(span[0]), int(span[1])
             if not 0 <= lo <= hi <= n:
                 raise ValueError(f"{func}: argument {name!r} must satisfy 0 <= lo <= hi <= {n}; got {span!r}")
-            span = (lo, hi)
-            if is_host_concrete(mask):
+            span = (lo, hi) if hi > lo else None  # an empty span: no item at all; use the full width
+            if span is not None and is_host_concrete(mask):
                 import numpy as np
 
                 m = np.asarray(mask)

@@ -393,3 +393,15 @@ def test_spans_bad_input():
         iaisreg.iais(s, text_mask=t, image_mask=~t, image_span=(3, 9))
     with pytest.raises(TypeError, match=r"'text_span' must be a pair of ints"):
         iaisreg.iais(s, text_mask=t, image_mask=~t, text_span=(0.5, 3))
+
+
+@pytest.mark.parametrize("mode,anchor,variant", COMBOS)
+def test_no_text_or_no_image_at_all(mode, anchor, variant):
+    s = np.random.default_rng(12).normal(size=(2, 2, 5, 5))
+    for k in (0, 5):  # every position image / every position text: empty spans, loss 0
+        per = iaisreg.iais(s, k, mode=mode, anchor=anchor, variant=variant, reduction="none")
+        np.testing.assert_array_equal(per, 0.0)
+    t = np.zeros((2, 5), bool)
+    per = iaisreg.iais(s, text_mask=t, image_mask=~t, text_span=(2, 2), mode=mode, anchor=anchor, variant=variant,
+                       reduction="none")
+    np.testing.assert_array_equal(per, 0.0)
