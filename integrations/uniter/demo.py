@@ -500,10 +500,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"attention it acts on.")
         else:
             say(f"This time IAIS did not lower the model's ISDa ({b['isda']:.4f} vs {a['isda']:.4f}).")
-        say(f"The RSUM difference ({diff:+.2f}) is one seed of a 2-layer model on generated scenes; over seeds")
-        say("1, 2, 3 and 42 it has ranged from -3.3 to +12.3 (and moved with floating-point details of the")
-        say("code, see docs/finetune.md): read it as noise-level. This is a small synthetic sanity demo, not")
-        say("the paper's experiment, and no evidence for or against its Flickr30k/COCO gains.")
+        say(f"The RSUM difference ({diff:+.2f}) is one seed of a 2-layer model on generated scenes; it changes")
+        say("sign and size across seeds (try --seed; docs/finetune.md lists the runs we made): read it as")
+        say("noise-level. This is a small synthetic sanity demo, not the paper's experiment, and no evidence")
+        say("for or against its Flickr30k/COCO gains.")
         say(f"Outputs (checkpoints, TensorBoard logs, settings): {runs_dir}")
         say(f"total wall time: {time.perf_counter() - t_start:.0f} s")
         with open(os.path.join(runs_dir, "demo_summary.json"), "w", encoding="utf-8") as handle:
