@@ -11,7 +11,7 @@ from ._namespace import compute_dtype, device_of, get_namespace
 from ._ops import log_softmax, softmax
 from ._validate import check_option, check_scores
 
-__all__ = ["iais", "MODES", "ANCHORS", "VARIANTS", "HEADS", "REDUCTIONS", "INPUTS", "resolve_heads"]
+__all__ = ["iais", "OPTIONS", "check_options", "MODES", "ANCHORS", "VARIANTS", "HEADS", "REDUCTIONS", "INPUTS", "resolve_heads"]
 
 MODES = ("singular", "distributed")
 ANCHORS = ("V", "L", "both")
@@ -19,6 +19,17 @@ VARIANTS = ("official", "paper")
 HEADS = ("auto", "mean_probs", "per_head", "mean_scores")
 REDUCTIONS = ("mean", "sum", "none")
 INPUTS = ("scores", "probs")
+
+#: every string option of :func:`iais` and its allowed values
+OPTIONS = {"mode": MODES, "anchor": ANCHORS, "variant": VARIANTS, "heads": HEADS, "reduction": REDUCTIONS,
+           "inputs": INPUTS}
+
+
+def check_options(func: str, **values: Any) -> None:
+    """Check string options against :data:`OPTIONS` (``ValueError`` naming the
+    argument, the allowed values and what was received)."""
+    for name, value in values.items():
+        check_option(name, value, OPTIONS[name], func=func)
 
 
 def resolve_heads(heads: str, variant: str) -> str:
@@ -175,12 +186,7 @@ def iais(
     ((), True)
     """
     func = "iais"
-    check_option("mode", mode, MODES, func=func)
-    check_option("anchor", anchor, ANCHORS, func=func)
-    check_option("variant", variant, VARIANTS, func=func)
-    check_option("heads", heads, HEADS, func=func)
-    check_option("reduction", reduction, REDUCTIONS, func=func)
-    check_option("inputs", inputs, INPUTS, func=func)
+    check_options(func, mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction, inputs=inputs)
     b, _, n = check_scores(attn, func=func)
     xp = get_namespace(attn, xp=xp)
     dt = compute_dtype(attn.dtype, xp, name="attn")

@@ -29,7 +29,7 @@ import iaisreg as _core
 from iaisreg._blocks import item_masks as _item_masks
 from iaisreg._namespace import compute_dtype as _compute_dtype
 from iaisreg._namespace import is_host_concrete as _is_host_concrete
-from iaisreg._validate import check_option as _check_option
+from iaisreg._loss import check_options as _check_options
 from iaisreg._validate import check_scores as _check_scores
 
 __all__ = [
@@ -44,8 +44,7 @@ xp = jnp
 STATIC_ARGNAMES = ("mode", "anchor", "variant", "heads", "reduction", "inputs", "check_overlap", "text_span",
                    "image_span")
 
-_OPTIONS = (("mode", _core.MODES), ("anchor", _core.ANCHORS), ("variant", _core.VARIANTS),
-            ("heads", _core.HEADS), ("reduction", _core.REDUCTIONS), ("inputs", _core.INPUTS))
+_OPTIONS = ("mode", "anchor", "variant", "heads", "reduction", "inputs")
 
 
 def _as_array(x: Any, name: str, func: str) -> Any:
@@ -133,8 +132,7 @@ def iais_jit(
     >>> bool(jnp.allclose(iais_jit(s, 4, anchor="both"), iais(s, 4, anchor="both")))
     True
     """
-    for name, allowed in _OPTIONS:
-        _check_option(name, locals()[name], allowed, func="iais")
+    _check_options("iais", mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction, inputs=inputs)
     attn = _as_array(attn, "attn", "iais")
     masks = {k: v for k, v in (("text_mask", text_mask), ("image_mask", image_mask),
                                ("attention_mask", attention_mask)) if v is not None}
@@ -259,14 +257,13 @@ class IAISLoss:
     gamma: float = 5.0
 
     def __post_init__(self) -> None:
-        for name, allowed in _OPTIONS:
-            _check_option(name, getattr(self, name), allowed, func="IAISLoss")
+        _check_options("IAISLoss", **{name: getattr(self, name) for name in _OPTIONS})
         if self.schedule is not None:
             _core.get_schedule(self.schedule, self.total_steps, gamma=self.gamma)  # validates once
 
     @property
     def options(self) -> dict:
-        return {name: getattr(self, name) for name, _ in _OPTIONS}
+        return {name: getattr(self, name) for name in _OPTIONS}
 
     def weight(self, step: Any) -> Any:
         """``lambda_t`` at ``step`` (1.0 without a schedule or a step)."""

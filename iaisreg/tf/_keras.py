@@ -23,14 +23,12 @@ import keras
 import tensorflow as tf
 
 import iaisreg as _core
+from iaisreg._loss import check_options as _check_options
 
 from . import iais as _iais
 from . import lambda_schedule as _lambda_schedule
 
 __all__ = ["IAISLoss", "LambdaSchedule", "IAISStepCallback"]
-
-_OPTIONS = (("mode", _core.MODES), ("anchor", _core.ANCHORS), ("variant", _core.VARIANTS),
-            ("heads", _core.HEADS), ("inputs", _core.INPUTS))
 
 
 @keras.saving.register_keras_serializable(package="iaisreg")
@@ -107,11 +105,7 @@ class IAISLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        for opt, allowed in _OPTIONS:
-            value = locals()[opt]
-            if value not in allowed:
-                raise ValueError(f"IAISLoss: argument {opt!r} must be one of {', '.join(map(repr, allowed))}; "
-                                 f"got {value!r}")
+        _check_options("IAISLoss", mode=mode, anchor=anchor, variant=variant, heads=heads, inputs=inputs)
         if n_text is not None and (isinstance(n_text, bool) or not isinstance(n_text, int) or n_text < 0):
             raise TypeError(f"IAISLoss: argument 'n_text' must be None or an int >= 0; got {n_text!r}")
         self.options = dict(mode=mode, anchor=anchor, variant=variant, heads=heads, inputs=inputs)

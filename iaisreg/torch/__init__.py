@@ -16,6 +16,7 @@ import torch
 from array_api_compat import torch as _xp
 
 import iaisreg as _core
+from iaisreg._loss import check_options as _check_options
 
 __all__ = ["iais", "isda", "m_kl", "masks_from_lengths", "IAISLoss", "ScoreCapture", "xp"]
 
@@ -92,13 +93,9 @@ class IAISLoss(torch.nn.Module):
         gamma: float = 5.0,
     ) -> None:
         super().__init__()
-        for name, value, allowed in (
-            ("mode", mode, _core.MODES), ("anchor", anchor, _core.ANCHORS), ("variant", variant, _core.VARIANTS),
-            ("heads", heads, _core.HEADS), ("reduction", reduction, _core.REDUCTIONS), ("inputs", inputs, _core.INPUTS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"IAISLoss: argument {name!r} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-        self.options = dict(mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction, inputs=inputs)
+        options = dict(mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction, inputs=inputs)
+        _check_options("IAISLoss", **options)
+        self.options = options
         if schedule is None or callable(schedule):
             self.schedule = schedule
         else:
