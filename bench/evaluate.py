@@ -22,11 +22,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from integrations.retrieval import compute_recalls, score_matrix  # noqa: E402
 from integrations.uniter.config import UniterModelConfig  # noqa: E402
-from integrations.uniter.data import ImgDb, TxtDb  # noqa: E402
+from integrations.uniter.data import ImgDb, TxtDb, collate  # noqa: E402
 from integrations.uniter.data.synthetic import make_retrieval_dbs  # noqa: E402
-from integrations.uniter.evaluate import compute_recalls, score_matrix  # noqa: E402
 from integrations.uniter.model import UniterForRetrieval  # noqa: E402
+from integrations.uniter.plugin import UniterPairs  # noqa: E402
 
 
 def brute_force_recalls(scores: np.ndarray, gt: np.ndarray, ks=(1, 5, 10)) -> dict:
@@ -67,11 +68,12 @@ def main() -> int:
         paths = make_retrieval_dbs(root, n_images=args.images, captions_per_image=args.captions_per_image,
                                    compressed=True, seed=0)
         txt_db, img_db = TxtDb(paths.txt_db), ImgDb(paths.img_db)
+        pairs = UniterPairs([(txt_db, img_db)], image_cache=0)
         print(f"wrote {len(txt_db)} captions x {len(img_db)} images in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)
-        # warm-up on a slice of the work (allocator, kernels), not timed
-        score_matrix(model, txt_db, img_db, batch_size=args.batch_size, amp_dtype=amp, progress=False)
-        result = score_matrix(model, txt_db, img_db, batch_size=args.batch_size, amp_dtype=amp, progress=False)
+        # warm-up (allocator, kernels), not timed
+        score_matrix(model, pairs, collate, batch_size=args.batch_size, amp_dtype=amp, progress=False)
+        result = score_matrix(model, pairs, collate, batch_size=args.batch_size, amp_dtype=amp, progress=False)
 
         scores, gt = result.scores, result.gt
         metrics = compute_recalls(scores, gt)

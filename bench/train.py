@@ -28,15 +28,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from integrations.uniter.config import TrainConfig, UniterModelConfig  # noqa: E402
+from integrations.retrieval import TrainOptions, train  # noqa: E402
+from integrations.uniter.config import UniterData, UniterModelConfig  # noqa: E402
 from integrations.uniter.data.synthetic import make_retrieval_dbs  # noqa: E402
-from integrations.uniter.train.loop import TrainOptions, train  # noqa: E402
+from integrations.uniter.plugin import UniterPlugin  # noqa: E402
 
 
 def main() -> int:
     import logging
 
-    logging.getLogger("integrations.uniter.finetune").setLevel(logging.ERROR)  # "no pre-trained checkpoint"
+    logging.getLogger("integrations.uniter").setLevel(logging.ERROR)  # "no pre-trained checkpoint"
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=100)
     p.add_argument("--captions-per-image", type=int, default=5)
@@ -68,19 +69,17 @@ def main() -> int:
                                  compressed=False, seed=0)
         print(f"wrote {args.images * args.captions_per_image} captions x {args.images} images in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        cfg = TrainConfig(train_txt_dbs=[dbs.txt_db], train_img_dbs=[dbs.img_db], num_train_steps=args.steps,
-                          train_batch_size=args.train_batch_size, negative_size=args.negative_size,
-                          hard_neg_size=args.hard_neg_size, inf_minibatch_size=args.inf_minibatch_size,
-                          warmup_steps=1, valid_steps=10 ** 9, n_workers=0, fp16=args.precision == "fp16",
-                          learning_rate=5e-5)
+        plugin = UniterPlugin(UniterData(train_txt_dbs=[dbs.txt_db], train_img_dbs=[dbs.img_db]), model_cfg)
         for r in range(args.rounds):
             for mode in times:
                 out = os.path.join(root, f"run_{mode}_{r}")
-                opts = TrainOptions(config=cfg.replace(output_dir=out), model_config=model_cfg, output_dir=out,
-                                    iais=mode, precision=args.precision, device=args.device, save_steps=0,
-                                    keep_checkpoints=1, final_eval=False, progress=False, tensorboard=False,
-                                    quiet=True)
-                result = train(opts)
+                opts = TrainOptions(output_dir=out, num_train_steps=args.steps, train_batch_size=args.train_batch_size,
+                                    negative_size=args.negative_size, hard_neg_size=args.hard_neg_size,
+                                    inf_minibatch_size=args.inf_minibatch_size, warmup_steps=1, valid_steps=10 ** 9,
+                                    n_workers=0, fp16=args.precision == "fp16", learning_rate=5e-5, iais=mode,
+                                    precision=args.precision, device=args.device, save_steps=0, keep_checkpoints=1,
+                                    final_eval=False, progress=False, tensorboard=False, quiet=True)
+                result = train(opts, plugin)
                 steps = result.history[args.warmup:]
                 times[mode] += [s["step_seconds"] for s in steps]
                 records[mode] = result.history[-1]

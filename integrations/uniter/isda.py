@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import sys
@@ -26,22 +25,14 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-import iaisreg.torch as it
+from ..entities import Annotation, ObjectGroups, Sentence, object_groups, parse_annotations, parse_sentences, \
+    tokenize_caption
+from ..retrieval.cli import run_command, setup_logging
+from ..retrieval.isda import SURROGATES, isda_over_pairs
+from .cli import add_split_arguments, open_split
+from .data import DbError, ImgDb, TxtDb
 
-from .config import UniterModelConfig
-from .data import ImgDb, TxtDb, collate_pairs, item_masks
-from .entities import (Annotation, ObjectGroups, Sentence, object_groups, parse_annotations,
-                       parse_sentences, tokenize_caption)
-from .evaluate import _resolve
-from .model import UniterForRetrieval, load_checkpoint
-
-__all__ = ["AnnotatedPair", "annotated_pairs", "pair_scores", "isda_over_split", "load_tokenizer", "image_id",
-           "main"]
-
-log = logging.getLogger(__name__)
-
-#: the four surrogate losses reported next to ISDa (paper Table 2)
-SURROGATES = tuple((mode, anchor) for mode in ("singular", "distributed") for anchor in ("V", "L"))
+__all__ = ["AnnotatedPair", "annotated_pairs", "isda_over_split", "load_tokenizer", "image_id", "main"]
 
 
 def image_id(img_fname: str) -> str:
@@ -63,15 +54,27 @@ def load_tokenizer(vocab: str) -> Any:
 
 @dataclass
 class AnnotatedPair:
-    """One caption with its image and the objects present in both modalities."""
+    """One caption with its image and the objects present in both modalities.
+
+    An :class:`~integrations.retrieval.isda.ObjectPair`: ``caption``/``image``
+    as the UNITER collate takes them, ``text_groups``/``image_groups`` the
+    objects' positions in the compact joint sequence.
+    """
 
     txt_id: str
     img_fname: str
-    input_ids: torch.Tensor  # [CLS] + ids + [SEP]
-    features: torch.Tensor
-    boxes: torch.Tensor
+    caption: torch.Tensor  # [CLS] + ids + [SEP]
+    image: Any  # RegionFeatures
     groups: ObjectGroups
     sentence: Sentence
+
+    @property
+    def text_groups(self) -> list:
+        return self.groups.text_positions
+
+    @property
+    def image_groups(self) -> list:
+        return self.groups.image_positions
 
 
 @dataclass
@@ -115,9 +118,8 @@ def annotated_pairs(txt_db: TxtDb, img_db: ImgDb, entities: str, tokenizer: Any,
             continue
         sentences, annotation = read
         tokenized = [(s, tokenize_caption(s, tokenizer).input_ids) for s in sentences]
-        raw = img_db.raw(fname, fields=("norm_bb",))
-        nbb = img_db.num_bb(fname)
-        region_boxes = np.asarray(raw["norm_bb"][:nbb], dtype=np.float64)
+        region_boxes = np.asarray(img_db.raw(fname, fields=("norm_bb",))["norm_bb"][:img_db.num_bb(fname)],
+                                  dtype=np.float64)
         regions = None
         for txt_id in txt_ids:
             ids = txt_db.input_ids(txt_id)
@@ -130,127 +132,60 @@ def annotated_pairs(txt_db: TxtDb, img_db: ImgDb, entities: str, tokenizer: Any,
             if len(groups) == 0:
                 skipped.add("no object present in both modalities")
                 continue
-            if regions is None:
-                regions = img_db[fname]
-            yield AnnotatedPair(txt_id, fname, txt_db.combine_inputs(ids), regions.features, regions.boxes,
-                                groups, sentence)
+            regions = regions if regions is not None else img_db[fname]
+            yield AnnotatedPair(txt_id, fname, txt_db.combine_inputs(ids), regions, groups, sentence)
             n += 1
             if limit is not None and n >= limit:
                 return
 
 
-@torch.no_grad()
-def pair_scores(model: UniterForRetrieval, pairs: Sequence[AnnotatedPair], device: torch.device) -> dict[str, Any]:
-    """Run ``model`` on ``pairs``: last-layer scores ``(B, H, N, N)`` and the item masks."""
-    batch = collate_pairs([(p.input_ids, p.features, p.boxes) for p in pairs])
-    batch = {k: v.to(device) for k, v in batch.items()}
-    out = model(**batch, scores_rows=torch.arange(len(pairs), device=device))
-    n = batch["attn_masks"].shape[1]
-    text_mask, image_mask = item_masks(batch["txt_lens"], batch["num_bbs"], n)
-    return {"scores": out.scores.float(), "text_mask": text_mask, "image_mask": image_mask,
-            "logits": out.logits.float()}
-
-
-def object_level(model: UniterForRetrieval, pair: AnnotatedPair, device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
-    """Object-level text and image self-attention ``(K, K)`` of one pair, and its ISDa."""
-    r = pair_scores(model, [pair], device)
-    res = it.isda(r["scores"], [pair.groups.text_positions], [pair.groups.image_positions],
-                  text_mask=r["text_mask"], image_mask=r["image_mask"], return_matrices=True)
-    return res.text[0, 0].cpu().numpy(), res.image[0, 0].cpu().numpy(), float(res.value[0])
-
-
-def isda_over_split(model: UniterForRetrieval, txt_db: TxtDb, img_db: ImgDb, entities: str, tokenizer: Any, *,
+def isda_over_split(model: torch.nn.Module, txt_db: TxtDb, img_db: ImgDb, entities: str, tokenizer: Any, *,
                     iou_threshold: float = 0.5, batch_size: int = 32, limit: int | None = None,
                     device: torch.device | str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Mean ISDa (and the IAIS surrogate losses) of ``model`` over a split."""
-    from tqdm.auto import tqdm
+    """Mean ISDa (and the IAIS surrogate losses) of ``model`` over a split's annotated captions."""
+    from .data import collate
 
-    device = torch.device(device)
-    model.eval()
     skipped = Skipped()
-    values: list[float] = []
-    surrogate: dict[str, list[float]] = {f"iais_{m}_{a}": [] for m, a in SURROGATES}
-    n_objects = 0
-
-    def flush(chunk: list[AnnotatedPair]) -> None:
-        nonlocal n_objects
-        r = pair_scores(model, chunk, device)
-        kw = dict(text_mask=r["text_mask"], image_mask=r["image_mask"])
-        v = it.isda(r["scores"], [p.groups.text_positions for p in chunk],
-                    [p.groups.image_positions for p in chunk], **kw)
-        values.extend(v.cpu().tolist())
-        for mode, anchor in SURROGATES:
-            loss = it.iais(r["scores"], mode=mode, anchor=anchor, reduction="none", **kw)
-            surrogate[f"iais_{mode}_{anchor}"].extend(loss.cpu().tolist())
-        n_objects += sum(len(p.groups) for p in chunk)
-
-    chunk: list[AnnotatedPair] = []
-    bar = tqdm(desc="ISDa", unit="caption", disable=not progress)
-    for pair in annotated_pairs(txt_db, img_db, entities, tokenizer, iou_threshold=iou_threshold, limit=limit,
-                                skipped=skipped):
-        chunk.append(pair)
-        if len(chunk) == batch_size:
-            flush(chunk)
-            bar.update(len(chunk))
-            chunk = []
-    if chunk:
-        flush(chunk)
-        bar.update(len(chunk))
-    bar.close()
-    if not values:
+    pairs = list(annotated_pairs(txt_db, img_db, entities, tokenizer, iou_threshold=iou_threshold, limit=limit,
+                                 skipped=skipped))
+    if not pairs:
         raise ValueError(f"no caption of {txt_db.path} has an object present in both modalities "
                          f"(skipped: {skipped.counts})")
-    result = {
-        "isda": float(np.mean(values)),
-        "n_captions": len(values),
-        "n_objects": n_objects,
-        "skipped": skipped.counts,
-        "iou_threshold": iou_threshold,
-    }
-    result.update({k: float(np.mean(v)) for k, v in surrogate.items()})
-    return result
+    result = isda_over_pairs(model, collate, pairs, batch_size=batch_size, device=device, progress=progress)
+    return {**result, "skipped": skipped.counts, "iou_threshold": iou_threshold}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m integrations.uniter.isda",
                                 description="Mean ISDa (paper Eq. 9) of a UNITER checkpoint over a split, from "
                                             "Flickr30k Entities annotations, with the IAIS surrogate losses.")
-    p.add_argument("--config", help="original training config JSON (train-itm-*-hn.json)")
-    p.add_argument("--checkpoint", required=True, help="model weights (.pt or .safetensors)")
+    add_split_arguments(p)
     p.add_argument("--entities", required=True, help="Flickr30k Entities directory (Sentences/, Annotations/)")
     p.add_argument("--vocab", required=True, help="WordPiece vocab.txt of the txt_db (bert-base-cased)")
-    p.add_argument("--model-config", help="model config JSON (default: the config's model_config)")
-    p.add_argument("--txt-db", help="txt_db directory (default: the config's <split>_txt_db)")
-    p.add_argument("--img-db", help="img_db directory (default: the config's <split>_img_db)")
-    p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold matching boxes to regions (default 0.5)")
-    p.add_argument("--batch-size", type=int, help="pairs per forward pass (default: inf_minibatch_size)")
     p.add_argument("--limit", type=int, help="stop after this many annotated captions")
     p.add_argument("--output", help="write the results JSON here")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not 0.0 < args.iou <= 1.0:
-        parser.error(f"--iou must be in (0, 1], got {args.iou}")
-    cfg, txt_path, img_path, model_config, batch_size = _resolve(args, parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def _run(args: argparse.Namespace, split) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = UniterForRetrieval(UniterModelConfig.from_json(model_config))
-    load_checkpoint(model, args.checkpoint)
-    model.to(device)
-    txt_db = TxtDb(txt_path, max_txt_len=-1)
-    img_db = ImgDb(img_path, conf_th=cfg.conf_th, max_bb=cfg.max_bb, min_bb=cfg.min_bb, compressed=cfg.compressed_db)
-    result = isda_over_split(model, txt_db, img_db, args.entities, load_tokenizer(args.vocab), iou_threshold=args.iou,
-                             batch_size=batch_size, limit=args.limit, device=device, progress=not args.no_progress)
-    result.update(checkpoint=args.checkpoint, split=args.split, txt_db=txt_path, img_db=img_path)
+    tokenizer = load_tokenizer(args.vocab)
+    pairs = split.open()
+    try:
+        model = split.plugin.build_model(checkpoint=args.checkpoint).to(device)
+        txt_db, img_db = pairs.sources[0]
+        result = isda_over_split(model, txt_db, img_db, args.entities, tokenizer, iou_threshold=args.iou,
+                                 batch_size=split.batch_size, limit=args.limit, device=device,
+                                 progress=not args.no_progress)
+    finally:
+        pairs.close()
+    result.update(checkpoint=args.checkpoint, split=args.split, txt_db=split.txt_db, img_db=split.img_db)
     text = json.dumps(result, indent=2)
     print(text)
-    print(f"\nISDa {result['isda']:.4f} over {result['n_captions']} captions ({result['n_objects']} objects)", file=sys.stderr)
+    print(f"\nISDa {result['isda']:.4f} over {result['n_captions']} captions ({result['n_objects']} objects)",
+          file=sys.stderr)
     for mode, anchor in SURROGATES:
         print(f"  L_{mode[0]}({anchor}) {result[f'iais_{mode}_{anchor}']:.4f}", file=sys.stderr)
     if args.output:
@@ -258,6 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not 0.0 < args.iou <= 1.0:
+        parser.error(f"--iou must be in (0, 1], got {args.iou}")
+    split = open_split(args, parser)
+    setup_logging()
+    return run_command(lambda: _run(args, split), user_errors=(DbError,))
 
 
 if __name__ == "__main__":

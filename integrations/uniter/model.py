@@ -11,11 +11,15 @@ Module and parameter names follow the original code (and hence Hugging Face
     uniter.encoder.layer.{i}.intermediate.dense, .output.{dense,LayerNorm}
     uniter.pooler.dense, itm_output, rank_output
 
-Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention`.
-Only the last layer, and only for the batch rows named in ``scores_rows``,
-computes ``Q K^T / sqrt(d_head)`` explicitly; those scores (before the mask) are
-what the IAIS loss consumes, and the same scores produce that layer's output, so
-data flows one way.
+The text embeddings, the attention output, feed-forward and pooler modules are
+Hugging Face ``transformers``' BERT modules (same names, same math). Attention
+runs through :func:`torch.nn.functional.scaled_dot_product_attention`. Only the
+last layer, and only for the batch rows named in ``scores_rows``, computes
+``Q K^T / sqrt(d_head)`` explicitly; those scores (before the mask) are what the
+IAIS loss consumes, and the same scores produce that layer's output, so data
+flows one way. The model is a plug-in model of the retrieval engine: it returns
+:class:`~integrations.retrieval.RetrievalOutput`, with the IAIS item masks of
+the scored rows.
 """
 
 from __future__ import annotations
@@ -24,17 +28,22 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import BertConfig
+from transformers.models.bert.modeling_bert import (BertEmbeddings, BertIntermediate, BertOutput, BertPooler,
+                                                    BertSelfOutput)
 
+from ..retrieval.protocol import RetrievalOutput
 from .config import UniterModelConfig
+from .data.collate import item_masks
 
 __all__ = [
     "IMG_DIM", "UniterForRetrieval", "UniterModel", "RetrievalOutput", "LoadReport",
-    "read_checkpoint", "convert_state_dict", "load_checkpoint", "build_model",
+    "read_checkpoint", "convert_state_dict", "load_checkpoint", "build_model", "bert_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,34 +54,15 @@ IMG_DIM = 2048
 IGNORED_PREFIXES = ("cls.", "feat_regress.", "region_classifier.")
 
 
-def _activation(name: str):
-    return {
-        "gelu": F.gelu,  # exact (erf) GELU, as in BERT/UNITER
-        "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-        "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-        "relu": F.relu,
-        "swish": F.silu,
-        "silu": F.silu,
-        "tanh": torch.tanh,
-    }[name]
-
-
-class UniterTextEmbeddings(nn.Module):
-    """word + position + token type 0, then LayerNorm (eps 1e-12) and dropout."""
-
-    def __init__(self, config: UniterModelConfig) -> None:
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=0)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=1e-12)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` ids and ``(1 or B, T)`` positions -> ``(B, T, H)``."""
-        token_type = self.token_type_embeddings.weight[0]
-        emb = self.word_embeddings(input_ids) + self.position_embeddings(position_ids) + token_type
-        return self.dropout(self.LayerNorm(emb))
+def bert_config(config: UniterModelConfig) -> BertConfig:
+    """The Hugging Face ``BertConfig`` of the same sizes (LayerNorm eps 1e-12, pad id 0)."""
+    return BertConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+                      num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+                      intermediate_size=config.intermediate_size, hidden_act=config.hidden_act,
+                      hidden_dropout_prob=config.hidden_dropout_prob,
+                      attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+                      max_position_embeddings=config.max_position_embeddings, type_vocab_size=config.type_vocab_size,
+                      layer_norm_eps=1e-12, pad_token_id=0)
 
 
 class UniterImageEmbeddings(nn.Module):
@@ -155,47 +145,17 @@ class BertSelfAttention(nn.Module):
         return context.transpose(1, 2).reshape(b, n, h), scores
 
 
-class BertSelfOutput(nn.Module):
-    def __init__(self, config: UniterModelConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=1e-12)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
-
-
 class BertAttention(nn.Module):
+    """Self-attention then ``BertSelfOutput`` (dense, dropout, residual, LayerNorm)."""
+
     def __init__(self, config: UniterModelConfig) -> None:
         super().__init__()
         self.self = BertSelfAttention(config)
-        self.output = BertSelfOutput(config)
+        self.output = BertSelfOutput(bert_config(config))
 
     def forward(self, hidden, key_mask, scores_rows=None):
         context, scores = self.self(hidden, key_mask, scores_rows)
         return self.output(context, hidden), scores
-
-
-class BertIntermediate(nn.Module):
-    def __init__(self, config: UniterModelConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = _activation(config.hidden_act)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.act(self.dense(hidden))
-
-
-class BertOutput(nn.Module):
-    def __init__(self, config: UniterModelConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=1e-12)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
 
 
 class BertLayer(nn.Module):
@@ -204,8 +164,8 @@ class BertLayer(nn.Module):
     def __init__(self, config: UniterModelConfig) -> None:
         super().__init__()
         self.attention = BertAttention(config)
-        self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
+        self.intermediate = BertIntermediate(bert_config(config))
+        self.output = BertOutput(bert_config(config))
 
     def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor,
                 scores_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -228,30 +188,24 @@ class UniterEncoder(nn.Module):
         return hidden, scores
 
 
-class BertPooler(nn.Module):
-    def __init__(self, config: UniterModelConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``tanh(dense(h[:, 0]))``: ``(B, N, H)`` -> ``(B, H)``."""
-        return torch.tanh(self.dense(hidden[:, 0]))
-
-
 class UniterModel(nn.Module):
     """Embeddings + encoder + pooler (the ``uniter.`` part of a checkpoint)."""
 
     def __init__(self, config: UniterModelConfig, img_dim: int = IMG_DIM) -> None:
         super().__init__()
         self.config = config
-        self.embeddings = UniterTextEmbeddings(config)
+        self.embeddings = BertEmbeddings(bert_config(config))
         self.img_embeddings = UniterImageEmbeddings(config, img_dim)
         self.encoder = UniterEncoder(config)
-        self.pooler = BertPooler(config)
+        self.pooler = BertPooler(bert_config(config))
 
     def embed(self, input_ids, position_ids, img_feat, img_pos_feat, gather_index=None, img_index=None):
-        """Joint embeddings ``(B, N, H)`` in the compact layout (see ``data.collate``)."""
-        txt = self.embeddings(input_ids, position_ids)
+        """Joint embeddings ``(B, N, H)`` in the compact layout (see ``data.collate``).
+
+        Text: word + token type 0 + position, LayerNorm, dropout (BERT's embeddings).
+        """
+        txt = self.embeddings(input_ids=input_ids, position_ids=position_ids,
+                              token_type_ids=torch.zeros_like(input_ids))
         img = self.img_embeddings(img_feat, img_pos_feat, self.embeddings.token_type_embeddings.weight[1],
                                   img_index)
         joint = torch.cat([txt, img], dim=1)
@@ -259,19 +213,6 @@ class UniterModel(nn.Module):
             return joint
         index = gather_index.unsqueeze(-1).expand(-1, -1, joint.shape[-1])
         return torch.gather(joint, 1, index)
-
-
-class RetrievalOutput(NamedTuple):
-    """What :meth:`UniterForRetrieval.forward` returns.
-
-    Attributes:
-        logits: ``(B,)`` rank logits (the score is ``sigmoid(logits)``).
-        scores: ``(P, heads, N, N)`` last-layer ``Q K^T / sqrt(d_head)`` of the
-            rows in ``scores_rows`` (before masking), or None.
-    """
-
-    logits: torch.Tensor
-    scores: torch.Tensor | None
 
 
 def _check_batch(input_ids, position_ids, img_feat, img_pos_feat, attn_masks, gather_index, img_index, img_dim):
@@ -317,6 +258,8 @@ class UniterForRetrieval(nn.Module):
         >>> out = model(**batch, scores_rows=torch.tensor([1]))
         >>> out.logits.shape, out.scores.shape
         (torch.Size([2]), torch.Size([1, 2, 7, 7]))
+        >>> out.text_mask.int().tolist(), out.image_mask.int().tolist()  # the IAIS items of row 1
+        ([[0, 1, 1, 0, 0, 0, 0]], [[0, 0, 0, 0, 1, 1, 0]])
     """
 
     def __init__(self, config: UniterModelConfig, img_dim: int = IMG_DIM) -> None:
@@ -348,6 +291,25 @@ class UniterForRetrieval(nn.Module):
             self.rank_output.weight.copy_(self.itm_output.weight[1:])
             self.rank_output.bias.copy_(self.itm_output.bias[1:])
 
+    def encode(self, input_ids: torch.Tensor, position_ids: torch.Tensor, img_feat: torch.Tensor,
+               img_pos_feat: torch.Tensor, attn_masks: torch.Tensor, gather_index: torch.Tensor | None = None, *,
+               scores_rows: torch.Tensor | None = None, img_index: torch.Tensor | None = None,
+               **_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The pooled joint representation ``(B, H)`` and the last-layer scores of ``scores_rows``.
+
+        The arguments are those of :meth:`forward` (other batch keys are ignored);
+        the heads (``rank_output`` for retrieval, ``itm_output`` for image-text
+        matching) are applied to the pooled output.
+        """
+        _check_batch(input_ids, position_ids, img_feat, img_pos_feat, attn_masks, gather_index, img_index,
+                     self.img_dim)
+        if scores_rows is not None and (scores_rows.dim() != 1 or scores_rows.dtype != torch.long):
+            raise ValueError(f"scores_rows must be a 1-d LongTensor of batch rows, got "
+                             f"{scores_rows.dtype} of shape {tuple(scores_rows.shape)}")
+        hidden = self.uniter.embed(input_ids, position_ids, img_feat, img_pos_feat, gather_index, img_index)
+        hidden, scores = self.uniter.encoder(hidden, attn_masks.bool()[:, None, None, :], scores_rows)
+        return self.uniter.pooler(hidden), scores
+
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, img_feat: torch.Tensor,
                 img_pos_feat: torch.Tensor, attn_masks: torch.Tensor,
                 gather_index: torch.Tensor | None = None, *, scores_rows: torch.Tensor | None = None,
@@ -368,23 +330,23 @@ class UniterForRetrieval(nn.Module):
                 and ``img_pos_feat`` hold ``U`` distinct images ``(U, R, ...)``
                 and row ``b`` pairs its text with image ``img_index[b]``. Same
                 result as repeating the images, without copying them.
-            txt_lens, num_bbs: accepted so that a collated batch can be passed
-                as ``**batch``; the masks already carry this information.
+            txt_lens, num_bbs: ``(B,)`` text lengths (with ``[CLS]``/``[SEP]``)
+                and region counts; with them the output carries the IAIS item
+                masks of the scored rows.
 
         Returns:
-            :class:`RetrievalOutput` with ``logits (B,)`` and ``scores
-            (P, heads, N, N)`` or None.
+            :class:`RetrievalOutput`: ``logits (B,)``; with ``scores_rows``,
+            ``scores (P, heads, N, N)`` and, given ``txt_lens``/``num_bbs``, the
+            ``(P, N)`` text-item and image-item masks.
         """
-        _check_batch(input_ids, position_ids, img_feat, img_pos_feat, attn_masks, gather_index, img_index,
-                     self.img_dim)
-        if scores_rows is not None and (scores_rows.dim() != 1 or scores_rows.dtype != torch.long):
-            raise ValueError(f"scores_rows must be a 1-d LongTensor of batch rows, got "
-                             f"{scores_rows.dtype} of shape {tuple(scores_rows.shape)}")
-        hidden = self.uniter.embed(input_ids, position_ids, img_feat, img_pos_feat, gather_index, img_index)
-        key_mask = attn_masks.bool()[:, None, None, :]
-        hidden, scores = self.uniter.encoder(hidden, key_mask, scores_rows)
-        logits = self.rank_output(self.uniter.pooler(hidden)).squeeze(-1)
-        return RetrievalOutput(logits, scores)
+        pooled, scores = self.encode(input_ids, position_ids, img_feat, img_pos_feat, attn_masks, gather_index,
+                                     scores_rows=scores_rows, img_index=img_index)
+        logits = self.rank_output(pooled).squeeze(-1)
+        if scores is None or txt_lens is None or num_bbs is None:
+            return RetrievalOutput(logits, scores)
+        text_mask, image_mask = item_masks(txt_lens[scores_rows], num_bbs[scores_rows], scores.shape[-1],
+                                           compact=gather_index is not None, max_tl=input_ids.shape[1])
+        return RetrievalOutput(logits, scores, text_mask, image_mask)
 
 
 # ----------------------------------------------------------------- checkpoints

@@ -25,7 +25,9 @@ from typing import NamedTuple, Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-__all__ = ["PairSample", "collate_pairs", "layout_tensors", "item_masks", "BATCH_KEYS"]
+import iaisreg.torch as iais_torch
+
+__all__ = ["PairSample", "collate", "collate_pairs", "layout_tensors", "item_masks", "BATCH_KEYS"]
 
 #: keys of a collated batch
 BATCH_KEYS = ("input_ids", "position_ids", "img_feat", "img_pos_feat", "attn_masks",
@@ -100,8 +102,36 @@ def layout_tensors(txt_lens: Sequence[int], num_bbs: Sequence[int], *,
     }
 
 
+def collate(captions: Sequence[torch.Tensor], images: Sequence[tuple[torch.Tensor, torch.Tensor]],
+            image_index: Sequence[int]) -> dict[str, torch.Tensor]:
+    """One model batch for the pairs ``(captions[b], images[image_index[b]])``.
+
+    Each distinct image is stored once in ``img_feat``/``img_pos_feat``
+    ``(U, R, D)``; ``img_index`` ``(B,)`` points every row at its image (the
+    model embeds each image once). This is the UNITER plug-in's collate
+    function (:class:`integrations.retrieval.RetrievalPlugin`).
+
+    Args:
+        captions: ``B`` LongTensors ``[CLS] + ids + [SEP]``.
+        images: ``U`` ``(features (nbb, D), boxes (nbb, 7))`` pairs.
+        image_index: ``B`` indices into ``images``.
+
+    Returns:
+        ``input_ids`` ``(B, max_tl)`` padded with 0, ``img_feat``,
+        ``img_pos_feat``, ``img_index`` and the tensors of :func:`layout_tensors`.
+    """
+    if len(captions) != len(image_index) or not captions:
+        raise ValueError(f"need one image index per caption (>= 1), got {len(image_index)} for {len(captions)}")
+    out = layout_tensors([len(t) for t in captions], [images[i][0].shape[0] for i in image_index])
+    out["input_ids"] = pad_sequence(list(captions), batch_first=True, padding_value=0)
+    out["img_feat"] = pad_sequence([f for f, _ in images], batch_first=True, padding_value=0.0)
+    out["img_pos_feat"] = pad_sequence([b for _, b in images], batch_first=True, padding_value=0.0)
+    out["img_index"] = torch.as_tensor(list(image_index), dtype=torch.long)
+    return out
+
+
 def collate_pairs(samples: Sequence[PairSample | tuple]) -> dict[str, torch.Tensor]:
-    """Collate (caption, image) pairs into one model batch.
+    """Collate (caption, image) pairs into one model batch, one image per row.
 
     Args:
         samples: ``B`` items ``(input_ids (tl,), img_feat (nbb, D), img_pos_feat (nbb, 7))``.
@@ -114,34 +144,22 @@ def collate_pairs(samples: Sequence[PairSample | tuple]) -> dict[str, torch.Tens
     """
     if len(samples) == 0:
         raise ValueError("samples must not be empty")
-    input_ids, feats, boxes = zip(*samples)
-    out = layout_tensors([len(t) for t in input_ids], [f.shape[0] for f in feats])
-    out["input_ids"] = pad_sequence(list(input_ids), batch_first=True, padding_value=0)
-    out["img_feat"] = pad_sequence(list(feats), batch_first=True, padding_value=0.0)
-    out["img_pos_feat"] = pad_sequence(list(boxes), batch_first=True, padding_value=0.0)
+    out = collate([s[0] for s in samples], [(s[1], s[2]) for s in samples], range(len(samples)))
     return {key: out[key] for key in BATCH_KEYS}
 
 
-def item_masks(txt_lens: torch.Tensor, num_bbs: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean masks of the IAIS items in the compact layout.
+def item_masks(txt_lens: torch.Tensor, num_bbs: torch.Tensor, n: int, *, compact: bool = True,
+               max_tl: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The IAIS items of a joint sequence of length ``n``: ``(text_mask, image_mask)``, ``(B, N)``.
 
-    Args:
-        txt_lens: ``(B,)`` text lengths including ``[CLS]``/``[SEP]``.
-        num_bbs: ``(B,)`` region counts.
-        seq_len: ``N``, the joint sequence length.
+    Text items are the word pieces (positions ``1 .. tl-2``, no ``[CLS]``/``[SEP]``);
+    image items are the regions, right after each sample's own text in the
+    compact layout (``tl .. tl+nbb-1``) or from ``max_tl`` on in the plain
+    concatenation (``compact=False``).
 
-    Returns:
-        ``(text_mask, image_mask)``, each ``(B, N)`` bool on ``txt_lens.device``:
-        text items are positions ``1 .. tl-2`` (no ``[CLS]``/``[SEP]``), image
-        items ``tl .. tl+nbb-1``.
-
-    Example:
-        >>> t, v = item_masks(torch.tensor([4]), torch.tensor([2]), 7)
-        >>> t.int().tolist(), v.int().tolist()
-        ([[0, 1, 1, 0, 0, 0, 0]], [[0, 0, 0, 0, 1, 1, 0]])
+    >>> t, v = item_masks(torch.tensor([4]), torch.tensor([2]), 7)
+    >>> t.int().tolist(), v.int().tolist()
+    ([[0, 1, 1, 0, 0, 0, 0]], [[0, 0, 0, 0, 1, 1, 0]])
     """
-    pos = torch.arange(seq_len, device=txt_lens.device).unsqueeze(0)
-    tl, nb = txt_lens.unsqueeze(1), num_bbs.to(txt_lens.device).unsqueeze(1)
-    text_mask = (pos >= 1) & (pos <= tl - 2)
-    image_mask = (pos >= tl) & (pos < tl + nb)
-    return text_mask, image_mask
+    image_start = txt_lens if compact else max_tl
+    return tuple(iais_torch.masks_from_lengths(n, txt_lens - 2, num_bbs, text_start=1, image_start=image_start))

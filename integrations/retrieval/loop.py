@@ -1,0 +1,428 @@
+"""The hard-negative fine-tuning loop, for any model plug-in.
+
+One **optimizer step** (``step``, the original's ``global_step``) is ``A``
+micro-steps on every process; a micro-step trains one from-image group and then
+one from-text group (the original's order)::
+
+    for each direction:
+        candidates = sampler.next(direction)                 # positive + negative_size random negatives
+        rows = mine_hard_negatives(model, candidates)         # eval mode, no grad, chunks of inf_minibatch_size
+        out = model(**group, scores_rows=[0])                 # positive = row 0, with its last-layer scores
+        loss = objective(out, direction, lambda_t)            # rank / A + (K / G) * weight * lambda_t * iais
+        loss.backward()
+
+then unscale, clip to ``grad_norm``, optimizer step, LR schedule step; see
+:mod:`.objective` for the loss and the batch arithmetic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+import iaisreg
+
+from . import checkpoint as ckpt
+from . import distributed, runtime
+from .evaluation import evaluate_retrieval, format_metrics_table
+from .logs import RunLog
+from .mining import make_group, mine_hard_negatives
+from .objective import GroupLoss, Objective, SetupError, batch_arithmetic
+from .optim import build_optimizer, build_scheduler
+from .options import TrainOptions
+from .protocol import RetrievalPlugin
+from .sampling import DIRECTIONS, CandidateStream, HardNegativeSampler
+
+__all__ = ["TrainResult", "NonFiniteLossError", "train"]
+
+logger = logging.getLogger("integrations.retrieval")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss component became NaN or infinite; the run stopped without saving."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (on every rank).
+
+    Attributes:
+        step: optimizer steps done (in total, over all invocations).
+        finished: True when ``num_train_steps`` was reached.
+        stop_reason: ``"done"``, ``"signal"`` (SIGTERM/SIGINT) or ``"stop_after"``.
+        checkpoint: the last training checkpoint written (rank 0; None elsewhere).
+        model_path: the final plain model state dict (rank 0, when finished).
+        val_metrics, test_metrics: final full-ranking metrics (None when not run).
+        history: per-step log records of this invocation (rank 0).
+        seconds: wall time of this invocation.
+    """
+
+    step: int
+    finished: bool
+    stop_reason: str
+    checkpoint: str | None = None
+    model_path: str | None = None
+    val_metrics: dict | None = None
+    test_metrics: dict | None = None
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train(opts: TrainOptions, plugin: RetrievalPlugin) -> TrainResult:
+    """Run (or continue) one fine-tuning run of ``plugin``'s model; see the module docstring.
+
+    Call it on every process of a ``torchrun`` job (or once without one).
+
+    Raises:
+        NonFiniteLossError: a loss component became NaN/inf (nothing is saved).
+        FileExistsError: ``output_dir`` holds checkpoints and neither
+            ``resume`` nor ``overwrite`` was given.
+        SetupError: settings that cannot work together.
+    """
+    started = time.perf_counter()
+    if not opts.output_dir:
+        raise SetupError("no output directory: pass --output-dir (or set output_dir in the config)")
+    with runtime.process(opts.device, threads=opts.threads, deterministic=opts.deterministic) as ctx:
+        run = _Run(opts, plugin, ctx.device)
+        try:
+            run.setup()
+            result = run.loop()
+            if result.finished:
+                run.finish(result)
+        finally:
+            run.close()
+        del run  # DDP, optimizer and workers go before the process group does
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class _Run:
+    """The state of a running fine-tuning: data, model, optimizer, objective, outputs."""
+
+    def __init__(self, opts: TrainOptions, plugin: RetrievalPlugin, device: torch.device) -> None:
+        self.opts, self.plugin, self.device = opts, plugin, device
+        self.is_main, self.world = distributed.rank() == 0, distributed.world_size()
+        self.log = RunLog(opts.output_dir, enabled=self.is_main, tensorboard=opts.tensorboard)
+        self.stream_iter = self.model = self.ddp = None
+        self.splits: list = []
+        self.ckpt_dir = os.path.join(opts.output_dir, "ckpt")
+
+    def setup(self) -> None:
+        """Output directory, data, model and optimizer (restored when resuming), data stream."""
+        opts = self.opts
+        resume_path = ckpt.open_output_dir(opts.output_dir, resume=opts.resume, overwrite=opts.overwrite,
+                                           is_main=self.is_main)
+        state = ckpt.load_training_checkpoint(resume_path) if resume_path else None
+        self._open_data()
+        self._build_trainer(pretrained=state is None)
+        self.step = 0
+        if state is not None:
+            self.step = ckpt.restore_training_state(state, trainer=self.trainer, sampler=self.sampler,
+                                                    seed=opts.seed)
+            self._warn_changed(state, resume_path)
+        else:
+            runtime.seed_streams(opts.seed, distributed.rank())
+        self.log.truncate_after(self.step)
+        self._start_stream()
+        self._write_settings()
+
+    def _open_data(self) -> None:
+        opts = self.opts
+        self.pairs = self.plugin.train_pairs(image_cache=opts.image_cache)
+        self.splits.append(self.pairs)
+        self.val, self.test = (self.plugin.eval_pairs(s) for s in ("val", "test"))
+        self.splits += [p for p in (self.val, self.test) if p is not None]
+        gpus = opts.num_gpus_equivalent or self.world
+        self.gpus = gpus
+        self.accum, iais_scale = batch_arithmetic(opts.train_batch_size, gpus, self.world)
+        self.sampler_kwargs = dict(negative_size=opts.negative_size, seed=opts.seed, rank=distributed.rank(),
+                                   world_size=self.world)
+        try:
+            self.sampler = HardNegativeSampler(self.pairs, **self.sampler_kwargs)
+        except ValueError as err:  # e.g. more processes than images
+            raise SetupError(str(err)) from None
+        schedule = iaisreg.get_schedule(opts.iais_schedule, opts.num_train_steps, gamma=opts.iais_gamma)
+        self.objective = Objective(iais=opts.iais, variant=opts.iais_variant, anchor=opts.iais_anchor,
+                                   schedule=schedule, weight=opts.iais_weight, margin=opts.margin,
+                                   accumulation=self.accum, iais_scale=iais_scale)
+
+    def _build_trainer(self, *, pretrained: bool) -> None:
+        opts, device = self.opts, self.device
+        runtime.seed_everything(opts.seed)
+        self.model = self.plugin.build_model(dropout=opts.dropout, pretrained=pretrained).to(device)
+        self.precision = runtime.resolve_precision(opts.precision, opts.fp16, device)
+        self.autocast = runtime.autocast_factory(self.precision, device)
+        optimizer = build_optimizer(self.model, optim=opts.optim, learning_rate=opts.learning_rate,
+                                    betas=opts.betas, weight_decay=opts.weight_decay)
+        scheduler = build_scheduler(optimizer, warmup_steps=opts.warmup_steps, total_steps=opts.num_train_steps,
+                                    learning_rate=opts.learning_rate)
+        scaler = torch.amp.GradScaler(device.type if device.type == "cuda" else "cpu",
+                                      enabled=self.precision == "fp16")
+        self.trainer = {"model": self.model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+        if self.world > 1:
+            self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def _warn_changed(self, state: dict, path: str) -> None:
+        saved = state.get("options", state.get("config", {}))
+        changed = sorted(k for k in ("num_train_steps", "train_batch_size", "negative_size", "hard_neg_size",
+                                     "learning_rate", "margin", "warmup_steps")
+                         if k in saved and saved[k] != getattr(self.opts, k))
+        if self.is_main:
+            if changed:
+                logger.warning("resuming with settings changed since the checkpoint: %s", changed)
+            logger.info("resumed from %s at step %d", path, self.step)
+
+    def _start_stream(self) -> None:
+        """The decoded candidate sets, in worker processes when ``n_workers`` > 0."""
+        opts = self.opts
+        stream = CandidateStream(self.pairs, self.sampler_kwargs, self.sampler.state_dict())
+        if opts.n_workers > 0:
+            loader = torch.utils.data.DataLoader(
+                stream, batch_size=None, num_workers=opts.n_workers, prefetch_factor=4,
+                pin_memory=opts.pin_mem and self.device.type == "cuda",
+                generator=torch.Generator())  # own generator: the global RNG stays untouched
+            self.stream_iter = iter(loader)
+        else:
+            self.stream_iter = iter(stream)
+
+    def _write_settings(self) -> None:
+        if not self.is_main:
+            return
+        opts = self.opts
+        self.meta = {"options": dataclasses.asdict(opts), "plugin": self.plugin.describe(),
+                     "world_size": self.world, "num_gpus_equivalent": self.gpus, "accumulation": self.accum,
+                     "precision": self.precision, "device": str(self.device),
+                     "n_train_captions": self.pairs.n_captions, "n_train_images": self.pairs.n_images}
+        with open(os.path.join(opts.output_dir, "log", "hps.json"), "w", encoding="utf-8") as handle:
+            json.dump(self.meta, handle, indent=2)
+        if not opts.quiet:
+            iais = "off" if opts.iais == "none" else (f"{opts.iais} ({opts.iais_variant}, anchor {opts.iais_anchor}, "
+                                                      f"{opts.iais_schedule} schedule)")
+            logger.info("%d process(es) on %s, %s; %d train captions / %d images; %d micro-steps x 2 groups per "
+                        "process per update (train_batch_size %d x %d GPU-equivalents / %d processes); IAIS %s",
+                        self.world, self.device, self.precision, self.pairs.n_captions, self.pairs.n_images,
+                        self.accum, opts.train_batch_size, self.gpus, self.world, iais)
+
+    # ------------------------------------------------------------------ the loop
+
+    def loop(self) -> TrainResult:
+        """Train until ``num_train_steps``, a signal or ``stop_after``; checkpoint on the way."""
+        opts = self.opts
+        save_steps = opts.valid_steps if opts.save_steps is None else opts.save_steps
+        history, steps_this_run, last_ckpt, reason = [], 0, None, "done"
+        self.clock = _Throughput()
+        with runtime.StopRequest() as self.stop, self._progress_bar() as self.bar:
+            while self.step < opts.num_train_steps:
+                record, stop_now = self.train_step()
+                history.append(record)
+                steps_this_run += 1
+                if opts.valid_steps > 0 and self.step % opts.valid_steps == 0 and self.step < opts.num_train_steps:
+                    if self.validate() is not None:
+                        ckpt.save_weights(self.model, self.ckpt_dir, str(self.step))
+                        stop_now = self._stop_requested()  # a signal during the (long) validation stops here
+                if stop_now:
+                    reason = "signal"
+                elif opts.stop_after is not None and steps_this_run >= opts.stop_after \
+                        and self.step < opts.num_train_steps:
+                    reason, stop_now = "stop_after", True
+                done = self.step >= opts.num_train_steps
+                if stop_now or done or (save_steps > 0 and self.step % save_steps == 0):
+                    last_ckpt = self.save()
+                if stop_now:
+                    break
+        return TrainResult(step=self.step, finished=self.step >= opts.num_train_steps, stop_reason=reason,
+                           checkpoint=last_ckpt, history=history if self.is_main else [])
+
+    def train_step(self) -> tuple[dict, bool]:
+        """One optimizer step: ``A`` micro-steps of both directions; its log record and the stop flag."""
+        lam = self.objective.lam(self.step)
+        t0 = time.perf_counter()
+        losses, pairs_seen = [], 0
+        for micro in range(self.accum):
+            for direction in DIRECTIONS:
+                sync = self.ddp is None or (micro == self.accum - 1 and direction == DIRECTIONS[-1])
+                loss, seen = self.train_group(direction, lam, sync)
+                losses.append((micro, direction, loss))
+                pairs_seen += seen
+        stats = self._reduce(losses)
+        stop = stats.pop("stop") > 0
+        grad_norm, lr = self._optimizer_step()
+        self.step += 1
+        record = {"step": self.step, **stats, "lambda": lam, "lr": lr, "grad_norm": grad_norm,
+                  **self.clock.add(time.perf_counter() - t0, len(losses) * self.world, pairs_seen * self.world)}
+        self._report(record)
+        return record, stop
+
+    def train_group(self, direction: str, lam: float, sync: bool) -> tuple[GroupLoss, int]:
+        """Mine, then train one group of ``direction``; its losses and the pairs it scored and trained."""
+        expected = self.sampler.next(direction)
+        prepared = next(self.stream_iter)
+        if prepared.candidates != expected:
+            raise RuntimeError("data stream out of step with the sampler (a bug)")
+        rows = mine_hard_negatives(self.model, prepared, self.plugin.collate, hard_neg_size=self.opts.hard_neg_size,
+                                   chunk_size=self.opts.inf_minibatch_size, device=self.device,
+                                   autocast=self.autocast)
+        group = make_group(prepared, rows, self.plugin.collate, self.device)
+        model = self.ddp if self.ddp is not None else self.model
+        row0 = torch.zeros(1, dtype=torch.long, device=self.device) if self.objective.uses_iais else None
+        with contextlib.nullcontext() if sync else self.ddp.no_sync():
+            with self.autocast() if self.autocast is not None else contextlib.nullcontext():
+                out = model(**group.batch, scores_rows=row0)
+            loss = self.objective(out, direction, lam)
+            self.trainer["scaler"].scale(loss.total).backward()
+        detached = GroupLoss(*(t.detach() for t in loss))
+        return detached, group.n_scored + len(group.captions)
+
+    def _reduce(self, losses: list) -> dict[str, float]:
+        """Named per-step statistics, summed/averaged over the processes (one host sync per step)."""
+        values = torch.stack([torch.stack(list(loss)) for _, _, loss in losses]).double().cpu()
+        finite = torch.isfinite(values)
+        by_dir = {d: values[[i for i, (_, dd, _) in enumerate(losses) if dd == d]] for d in DIRECTIONS}
+        local = {"bad": 0.0 if bool(finite.all()) else 1.0, "stop": 1.0 if self.stop.signum is not None else 0.0,
+                 "loss": float(values[:, 2].sum()), "rank_loss": float(values[:, 0].mean()),
+                 "iais_loss": float(values[:, 1].mean()), "iais_image": float(by_dir["image"][:, 1].mean()),
+                 "iais_text": float(by_dir["text"][:, 1].mean())}
+        total = distributed.all_reduce_sum(local, self.device)
+        if total["bad"] > 0:
+            raise NonFiniteLossError(self._non_finite_message(losses, values, finite, local["bad"] > 0))
+        return {"stop": total["stop"], **{k: v / self.world for k, v in total.items() if k not in ("bad", "stop")}}
+
+    def _non_finite_message(self, losses: list, values: torch.Tensor, finite: torch.Tensor, mine: bool) -> str:
+        if not mine:
+            return f"another process reported a non-finite loss at step {self.step + 1}; stopping without saving"
+        g, c = [int(x) for x in (~finite).nonzero()[0]]
+        micro, direction, _ = losses[g]
+        return (f"non-finite {GroupLoss._fields[c]} loss ({values[g, c].item()}) at step {self.step + 1} (micro-step "
+                f"{micro + 1}/{self.accum}, from-{direction} group, rank {distributed.rank()}); stopping without "
+                f"saving (last checkpoint: {ckpt.latest_checkpoint(self.ckpt_dir) or 'none'})")
+
+    def _optimizer_step(self) -> tuple[float, float]:
+        """Unscale, clip, step; returns ``(gradient norm, learning rate used)``."""
+        optimizer, scheduler, scaler = (self.trainer[k] for k in ("optimizer", "scheduler", "scaler"))
+        scaler.unscale_(optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.opts.grad_norm if self.opts.grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if not math.isfinite(grad_norm) and self.precision != "fp16":
+            raise NonFiniteLossError(f"non-finite gradient norm ({grad_norm}) at step {self.step + 1} with finite "
+                                     f"losses; stopping without saving")
+        lr = scheduler.get_last_lr()[0]
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        return grad_norm, lr
+
+    # ------------------------------------------------------------------ outputs
+
+    def _progress_bar(self):
+        from tqdm import tqdm
+
+        return tqdm(total=self.opts.num_train_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                    desc=self.opts.run_name or "train", disable=not (self.opts.progress and self.is_main),
+                    file=sys.stderr, smoothing=0.1)
+
+    def _report(self, record: dict) -> None:
+        if not self.is_main:
+            return
+        self.log.record(record)
+        if self.precision == "fp16":
+            self.log.scalars("train/", {"loss_scale": self.trainer["scaler"].get_scale()}, self.step)
+        postfix = {"loss": f"{record['loss']:.4f}", "rank": f"{record['rank_loss']:.4f}"}
+        if self.objective.uses_iais:
+            postfix.update(iais=f"{record['iais_loss']:.4f}", lam=f"{record['lambda']:.3g}")
+        postfix["groups/s"] = f"{record['groups_per_s']:.1f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(1)
+
+    def _stop_requested(self) -> bool:
+        flag = {"stop": 1.0 if self.stop.signum is not None else 0.0}
+        return distributed.all_reduce_sum(flag, self.device)["stop"] > 0
+
+    def evaluate(self, pairs) -> dict:
+        return evaluate_retrieval(self.model, pairs, self.plugin.collate, batch_size=self.opts.inf_minibatch_size,
+                                  amp_dtype=runtime.AMP_DTYPES.get(self.precision),
+                                  progress=self.opts.progress and self.is_main)
+
+    def validate(self) -> dict | None:
+        """Full-ranking validation (when the run has a val split and ``full_val``)."""
+        if self.val is None or not self.opts.full_val:
+            return None
+        metrics = self.evaluate(self.val)
+        self.log.scalars("valid/", metrics, self.step)
+        if self.is_main:
+            label = f"{self.opts.run_name}, step" if self.opts.run_name else "step"
+            self.bar.write(f"{label} {self.step}: validation RSUM {metrics['rsum']:.2f} "
+                           f"(IR@1 {100 * metrics['img_r1']:.2f}, TR@1 {100 * metrics['txt_r1']:.2f})")
+        return metrics
+
+    def save(self) -> str | None:
+        meta = {"options": dataclasses.asdict(self.opts), "plugin": self.plugin.describe()}
+        return ckpt.save_training_state(self.ckpt_dir, self.step, trainer=self.trainer, sampler=self.sampler,
+                                        keep=self.opts.keep_checkpoints, meta=meta)
+
+    def finish(self, result: TrainResult) -> None:
+        """Final weights, and the final val/test evaluation (``final_eval``)."""
+        if result.checkpoint is None:  # already complete when started (resumed a finished run)
+            result.checkpoint = ckpt.latest_checkpoint(self.ckpt_dir)
+        result.model_path = ckpt.save_weights(self.model, self.ckpt_dir, f"{self.step}_final")
+        if not self.opts.final_eval or self.stop.signum is not None:
+            return
+        for name, pairs in (("val", self.val), ("test", self.test)):
+            if pairs is not None:
+                metrics = self.evaluate(pairs)
+                setattr(result, f"{name}_metrics", metrics)
+                self.log.scalars(f"eval/{name}_", metrics, self.step)
+                self._write_metrics(name, pairs, metrics)
+
+    def _write_metrics(self, name: str, pairs, metrics: dict) -> None:
+        if not self.is_main:
+            return
+        opts = self.opts
+        path = os.path.join(opts.output_dir, "results", f"{name}_metrics.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"split": name, **pairs.describe(), "step": self.step, "iais": opts.iais, "metrics": metrics},
+                      handle, indent=2)
+        if not opts.quiet:
+            title = (f"{name} ({metrics['n_captions']} captions x {metrics['n_images']} images), step {self.step}"
+                     f"{', ' + opts.run_name if opts.run_name else ''}:")
+            print(format_metrics_table(metrics, title), flush=True)
+
+    def close(self) -> None:
+        """Stop the data workers, close the databases and the logs (also after an error)."""
+        self.log.close()
+        if self.stream_iter is not None and hasattr(self.stream_iter, "_shutdown_workers"):
+            self.stream_iter._shutdown_workers()
+        self.stream_iter = None
+        for pairs in self.splits:
+            try:
+                pairs.close()
+            except Exception:  # never mask the run's own error
+                pass
+
+
+class _Throughput:
+    """Training throughput of this invocation: groups and pairs per second of training time."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.groups = self.pairs = 0
+
+    def add(self, seconds: float, groups: int, pairs: int) -> dict[str, Any]:
+        self.seconds += seconds
+        self.groups += groups
+        self.pairs += pairs
+        return {"step_seconds": seconds, "groups_per_s": self.groups / self.seconds,
+                "pairs_per_s": self.pairs / self.seconds}

@@ -1,0 +1,272 @@
+"""The options of a fine-tuning run, and how they are read from config files and flags.
+
+:class:`TrainOptions` holds everything the engine needs: the hard-negative
+recipe (field names are the keys of the original UNITER training configs, e.g.
+``train_batch_size``, ``negative_size``), the IAIS settings and how to run
+(precision, checkpoints, output). A model plug-in adds a dataclass of its own
+(its data and weights). Both are read the same way:
+
+- :func:`load_config` reads an original JSON config: each key goes to the
+  dataclass field of the same name, checked against the field's type (errors
+  name the file and the key);
+- :func:`options_parser` derives the command line from the dataclasses'
+  fields (``transformers.HfArgumentParser``: ``--train-batch-size``, ``--no-progress``,
+  ...) plus ``--config`` and ``--set KEY=JSON``, and :func:`parse_options`
+  layers them: defaults < config file < ``--set`` < flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import types
+import typing
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+__all__ = ["TrainOptions", "check_types", "load_config", "read_json_object", "options_parser", "parse_options"]
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def _opt(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field with its command-line help (and other argparse keywords)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class TrainOptions:
+    """A hard-negative retrieval fine-tuning run (see ``docs/finetune.md``).
+
+    The recipe fields default to the released Flickr30k hard-negative config
+    (``train-itm-flickr-base-8gpu-hn.json``).
+    """
+
+    _argument_group_name = "recipe, IAIS and run (original config keys keep their names)"
+
+    # -- the recipe: original config keys
+    output_dir: str | None = _opt(None, "run directory (ckpt/, log/, results/)")
+    num_train_steps: int = _opt(5000, "optimizer steps")
+    train_batch_size: int = _opt(8, "groups accumulated per optimizer step per GPU of the recipe")
+    negative_size: int = _opt(399, "random negatives scored per group")
+    hard_neg_size: int = _opt(31, "hardest negatives kept per group")
+    inf_minibatch_size: int = _opt(400, "pairs per forward pass when mining and evaluating")
+    margin: float = _opt(0.2, "margin of the ranking loss")
+    learning_rate: float = _opt(5e-5, "peak learning rate")
+    warmup_steps: int = _opt(500, "linear warm-up steps, then linear decay")
+    valid_steps: int = _opt(500, "validate (and save the weights) every N steps")
+    optim: Literal["adamw", "adam", "adamax"] = _opt("adamw", "optimizer")
+    betas: list[float] = _opt([0.9, 0.98], "Adam betas")
+    weight_decay: float = _opt(0.01, "weight decay (not on biases and LayerNorm weights)")
+    grad_norm: float = _opt(2.0, "gradient-norm clip (<= 0: none)")
+    dropout: float = _opt(0.1, "dropout of the model")
+    seed: int = _opt(42, "random seed")
+    fp16: bool = _opt(True, "mixed precision on CUDA under --precision auto")
+    full_val: bool = _opt(True, "full-ranking validation every valid_steps")
+    n_workers: int = _opt(4, "data-preparation worker processes")
+    pin_mem: bool = _opt(True, "pinned-memory batches on CUDA")
+    # -- IAIS
+    iais: Literal["none", "singular", "distributed"] = _opt("none", "the relation-alignment regularizer")
+    iais_variant: Literal["official", "paper"] = _opt(
+        "official", "the authors' code or the printed equations (docs/semantics.md)")
+    iais_anchor: Literal["policy", "V", "L", "both"] = _opt(
+        "policy", "policy = V on from-image groups, L on from-text groups (the authors)")
+    iais_schedule: Literal["exp", "linear", "log", "constant"] = _opt("exp", "lambda_t annealing (paper Eq. 16)")
+    iais_gamma: float = _opt(5.0, "gamma of the exp/log schedules")
+    iais_weight: float = _opt(1.0, "constant factor on lambda_t")
+    # -- how to run
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = _opt(
+        "auto", "auto = fp16 autocast + GradScaler on CUDA when fp16 is set, else fp32; bf16 works on CPU and CUDA")
+    device: str | None = _opt(None, "torch device (default: cuda:LOCAL_RANK when available, else cpu)")
+    num_gpus_equivalent: int | None = _opt(
+        None, "match the effective batch of the recipe on G GPUs: each of the K processes accumulates "
+              "train_batch_size*G/K micro-steps (default G = K)", metavar="G")
+    save_steps: int | None = _opt(None, "checkpoint every N steps (default: valid_steps; 0: only at the end and "
+                                        "on a stop)")
+    keep_checkpoints: int = _opt(3, "training checkpoints kept (0: all)", metavar="N")
+    resume: str | None = _opt(None, "continue from the newest checkpoint of the output dir (auto; a fresh start "
+                                    "when there is none), a checkpoint file or a directory",
+                              nargs="?", const="auto", metavar="auto|PATH")
+    overwrite: bool = _opt(False, "start over in an output dir with checkpoints")
+    stop_after: int | None = _opt(None, "save a checkpoint and exit after N steps of this invocation", metavar="N")
+    deterministic: bool = _opt(False, "torch.use_deterministic_algorithms(True): bit-identical resumes on the CPU")
+    image_cache: int = _opt(1024, "decoded images cached per process", metavar="N")
+    threads: int | None = _opt(None, "torch CPU threads per process")
+    final_eval: bool = _opt(True, "evaluate val/test at the end")
+    progress: bool = _opt(True, "progress bars")
+    tensorboard: bool = _opt(True, "TensorBoard event files")
+    quiet: bool = _opt(False, "less output")
+    run_name: str = _opt("", "a label printed with the results")
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        for key in ("num_train_steps", "train_batch_size", "negative_size", "hard_neg_size", "inf_minibatch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key {key!r} must be >= 1, got {getattr(self, key)}")
+        if len(self.betas) != 2:
+            raise ValueError(f"key 'betas' must be a list of 2 numbers, got {self.betas!r}")
+        if not math.isfinite(self.iais_weight) or self.iais_weight < 0:
+            raise ValueError(f"key 'iais_weight' must be finite and >= 0, got {self.iais_weight}")
+        for key in ("num_gpus_equivalent", "stop_after"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"key {key!r} must be >= 1, got {getattr(self, key)}")
+
+
+# ----------------------------------------------------------------- types
+
+
+def _kind(tp: Any) -> tuple[str, Any]:
+    """``(description, check)`` of a field type."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        inner = [a for a in args if a is not type(None)]
+        text, check = _kind(inner[0])
+        return f"{text} or null", lambda v: v is None or check(v)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args), lambda v: v in args
+    if origin is list:
+        text, check = _kind(args[0])
+        return f"a list of {text.split(' ', 1)[1]}s", lambda v: isinstance(v, list) and all(check(x) for x in v)
+    checks = {int: ("an int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+              float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+              str: ("a string", lambda v: isinstance(v, str)),
+              bool: ("a bool", lambda v: isinstance(v, bool))}
+    return checks[tp]
+
+
+def check_types(obj: Any) -> None:
+    """``ValueError`` naming the key when a field of the dataclass ``obj`` has a value of the wrong type."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if not f.init:
+            continue
+        value = getattr(obj, f.name)
+        text, check = _kind(hints[f.name])
+        if not check(value):
+            shown = "null" if value is None else type(value).__name__
+            raise ValueError(f"key {f.name!r} must be {text}, got {shown} {value!r}")
+
+
+# ----------------------------------------------------------------- config files
+
+
+def read_json_object(path: str | os.PathLike, what: str = "config file") -> dict:
+    """A JSON file holding an object; errors name the file."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        shown = "null" if data is None else type(data).__name__
+        raise ValueError(f"{path}: expected a JSON object at the top level, got {shown}")
+    return data
+
+
+def _split_keys(data: Mapping[str, Any], classes: Sequence[type], source: str,
+                aliases: Mapping[str, Any]) -> list[dict]:
+    """The values of ``data`` per dataclass; unknown keys warn."""
+    data = dict(data)
+    for key, convert in aliases.items():
+        if key in data:
+            name, value = convert(data.pop(key))
+            data.setdefault(name, value)
+    parts, known = [], set()
+    for cls in classes:
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        parts.append({k: v for k, v in data.items() if k in names})
+        known |= names
+    unknown = sorted(set(data) - known)
+    if unknown:
+        warnings.warn(f"{source}: unknown key(s) {unknown} ignored", UserWarning, stacklevel=3)
+    return parts
+
+
+def load_config(data: Mapping[str, Any] | str | os.PathLike, *classes: type, source: str | None = None,
+                aliases: Mapping[str, Any] | None = None) -> list[Any]:
+    """One instance of each dataclass in ``classes`` from a config (a JSON file or a mapping).
+
+    Each key goes to the field of the same name; fields the config lacks keep
+    their defaults; an unknown key warns. ``aliases`` maps a foreign key to
+    ``value -> (field name, value)``. A wrong type or value raises
+    ``ValueError`` naming the source and the key.
+
+    >>> opts, = load_config({"train_batch_size": 4}, TrainOptions)
+    >>> opts.train_batch_size, opts.negative_size
+    (4, 399)
+    """
+    if isinstance(data, (str, os.PathLike)):
+        source = source or os.fspath(data)
+        data = read_json_object(data)
+    source = source or "<config>"
+    out = []
+    for cls, values in zip(classes, _split_keys(data, classes, source, aliases or {})):
+        try:
+            out.append(cls(**values))
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+    return out
+
+
+# ----------------------------------------------------------------- command lines
+
+
+def options_parser(*classes: type, prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with one flag per field of ``classes`` plus ``--config`` and ``--set``."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(list(classes), prog=prog, description=description)
+    group = parser.add_argument_group("config file")
+    group.add_argument("--config", help="an original training config JSON; flags override its keys")
+    group.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                       help="override any config key with a JSON value, e.g. --set fp16=false (repeatable)")
+    return parser
+
+
+def _parse_set(items: Sequence[str], parser: argparse.ArgumentParser) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set expects KEY=JSON, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare string, e.g. --set optim=adam
+    return out
+
+
+def parse_options(parser: argparse.ArgumentParser, argv: Sequence[str], *classes: type,
+                  aliases: Mapping[str, Any] | None = None) -> list[Any]:
+    """Parse ``argv`` into one instance per dataclass: defaults < ``--config`` < ``--set`` < flags.
+
+    Every problem is a usage error (``parser.error``: the message, exit status 2).
+    """
+    first = parser.parse_args(argv)
+    data: dict = {}
+    if first.config:
+        try:
+            data = read_json_object(first.config)
+        except (OSError, ValueError) as err:
+            parser.error(str(err))
+    data.update(_parse_set(first.set, parser))
+    try:
+        defaults = load_config(data, *classes, source=first.config or "--set", aliases=aliases)
+    except ValueError as err:
+        parser.error(str(err))
+    for obj in defaults:
+        parser.set_defaults(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init})
+    args = vars(parser.parse_args(argv))
+    try:
+        return [cls(**{f.name: args[f.name] for f in dataclasses.fields(cls) if f.init}) for cls in classes]
+    except ValueError as err:
+        parser.error(str(err))
