@@ -2,10 +2,13 @@
 
 Writes a random txt_db/img_db pair in the original formats (default 100 images
 x 5 captions, 2048-d region features, 10-36 boxes, 3-20 word pieces), then
-alternates short fine-tuning runs of a small random UNITER without IAIS and
-with ``--iais singular`` (same seed, same data, same groups), several rounds,
-and reports the median step time of each (the first steps of every run are
-dropped as warm-up) and their ratio, the IAIS overhead. A step is
+runs short fine-tuning runs of a small random UNITER without IAIS and with
+``--iais singular`` (same seed, same data, same groups), several rounds. The
+order of the two kinds alternates from round to round (``--first`` names the
+kind that starts), so neither always runs on a warmer or a cooler machine. It
+reports each kind's median step time (the first steps of every run are
+dropped as warm-up), and the IAIS overhead: the median over rounds of the
+per-round ratio of medians, with its minimum and maximum. A step is
 ``train_batch_size`` micro-steps x 2 groups, each group mined from
 ``1 + negative_size`` scored pairs and trained on ``1 + hard_neg_size`` pairs.
 
@@ -50,7 +53,8 @@ def main() -> int:
     p.add_argument("--inf-minibatch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=12, help="steps per run (the first --warmup are not timed)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=3, help="runs of each kind, alternating")
+    p.add_argument("--rounds", type=int, default=4, help="runs of each kind; the order alternates per round")
+    p.add_argument("--first", choices=("none", "iais"), default="none", help="the kind that runs first in round 1")
     p.add_argument("--iais", choices=("singular", "distributed"), default="singular")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
@@ -62,7 +66,7 @@ def main() -> int:
     model_cfg = UniterModelConfig(hidden_size=args.hidden, num_hidden_layers=args.layers,
                                   num_attention_heads=args.heads, intermediate_size=4 * args.hidden)
     times: dict[str, list[float]] = {"none": [], args.iais: []}
-    records: dict[str, dict] = {}
+    ratios: list[float] = []
     with tempfile.TemporaryDirectory() as root:
         t0 = time.perf_counter()
         dbs = make_retrieval_dbs(root, n_images=args.images, captions_per_image=args.captions_per_image,
@@ -70,8 +74,10 @@ def main() -> int:
         print(f"wrote {args.images * args.captions_per_image} captions x {args.images} images in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
         plugin = UniterPlugin(UniterData(train_txt_dbs=[dbs.txt_db], train_img_dbs=[dbs.img_db]), model_cfg)
+        kinds = ["none", args.iais] if args.first == "none" else [args.iais, "none"]
         for r in range(args.rounds):
-            for mode in times:
+            medians = {}
+            for mode in (kinds if r % 2 == 0 else kinds[::-1]):
                 out = os.path.join(root, f"run_{mode}_{r}")
                 opts = TrainOptions(output_dir=out, num_train_steps=args.steps, train_batch_size=args.train_batch_size,
                                     negative_size=args.negative_size, hard_neg_size=args.hard_neg_size,
@@ -80,9 +86,10 @@ def main() -> int:
                                     precision=args.precision, device=args.device, save_steps=0, keep_checkpoints=1,
                                     final_eval=False, progress=False, tensorboard=False, quiet=True)
                 result = train(opts, plugin)
-                steps = result.history[args.warmup:]
-                times[mode] += [s["step_seconds"] for s in steps]
-                records[mode] = result.history[-1]
+                steps = [s["step_seconds"] for s in result.history[args.warmup:]]
+                times[mode] += steps
+                medians[mode] = statistics.median(steps)
+            ratios.append(medians[args.iais] / medians["none"])
 
     groups = 2 * args.train_batch_size
     pairs = groups * (2 + args.negative_size + args.hard_neg_size)  # scored + trained
@@ -91,17 +98,18 @@ def main() -> int:
         median = statistics.median(values)
         summary[mode] = {"median_step_s": median, "steps_per_s": 1 / median, "groups_per_s": groups / median,
                          "pairs_per_s": pairs / median, "timed_steps": len(values)}
-    base, reg = summary["none"], summary[args.iais]
-    ratio = reg["median_step_s"] / base["median_step_s"]
+    ratio, low, high = statistics.median(ratios), min(ratios), max(ratios)
     setting = (f"hidden {args.hidden}, {args.layers} layers, {args.heads} heads; {args.train_batch_size} micro-steps "
                f"x 2 groups per step; {args.negative_size} scored -> {args.hard_neg_size} hard negatives; "
-               f"{args.device}, {args.precision}, {torch.get_num_threads()} threads")
+               f"{args.device}, {args.precision}, {torch.get_num_threads()} threads; {args.rounds} rounds, "
+               f"{args.first} first")
     print(setting)
     for mode, s in summary.items():
         print(f"  IAIS {mode:12s} {s['median_step_s'] * 1000:8.1f} ms/step  {s['groups_per_s']:7.1f} groups/s  "
               f"{s['pairs_per_s']:8.0f} pairs/s  ({s['timed_steps']} timed steps)")
-    print(f"  IAIS overhead: x{ratio:.3f} step time ({100 * (ratio - 1):+.1f}%)")
-    print(json.dumps({"setting": setting, "summary": summary, "overhead_ratio": ratio}))
+    print(f"  IAIS overhead: x{ratio:.3f} step time ({100 * (ratio - 1):+.1f}%), per-round ratios "
+          f"{100 * (low - 1):+.1f}% .. {100 * (high - 1):+.1f}%")
+    print(json.dumps({"setting": setting, "summary": summary, "overhead_ratio": ratio, "round_ratios": ratios}))
     return 0
 
 
