@@ -200,66 +200,91 @@ def parse_caption(
     def fail(msg: str) -> FlickrEntitiesError:
         return FlickrEntitiesError(f"{msg}; caption: {line.strip()!r}", path=path, line=line_number)
 
+    words, phrases = _words_and_phrases(line.split(), allowed_types, fail)
+    if not words:
+        raise fail("caption has no words")
+    return Sentence(" ".join(words), tuple(words), tuple(phrases), line_number)
+
+
+def _words_and_phrases(
+    tokens: Iterable[str], allowed_types: Collection[str] | None, fail: Callable[[str], FlickrEntitiesError]
+) -> tuple[list[str], list[Phrase]]:
+    """The words of a caption's whitespace tokens, markup removed, and its phrases.
+
+    ``fail`` builds the error for nested, unclosed or empty phrases and stray
+    ``']'`` (see :func:`_parse_tag` for the checks of a tag).
+    """
     words: list[str] = []
     phrases: list[Phrase] = []
     open_tag: tuple[str, tuple[str, ...], int, str] | None = None  # id, types, first word, tag text
     current: list[str] = []
-
-    for token in line.split():
+    for token in tokens:
         if token.startswith("["):
             if open_tag is not None:
                 raise fail(f"nested phrase: {token!r} opens a phrase inside {open_tag[3]!r}")
-            closes = token.endswith("]")
-            tag = token[:-1] if closes else token
-            m = _TAG_RE.match(tag)
-            if m is None:
-                raise fail(f"malformed phrase tag {token!r}; expected '[/EN#<entity id>/<type>[/<type>...]'")
-            entity_id = m.group("id")
-            types = tuple(m.group("types").split("/")[1:])
-            if not entity_id.isdigit():
-                raise fail(f"malformed entity id {entity_id!r} in {token!r}; expected a non-negative integer")
-            if not types or any(not t for t in types):
-                raise fail(f"phrase tag {token!r} has an empty or missing type; expected '/EN#<id>/<type>'")
-            if allowed_types is not None:
-                unknown = [t for t in types if t not in allowed_types]
-                if unknown:
-                    raise fail(
-                        f"unknown phrase type {unknown[0]!r} in {token!r}; expected one of {sorted(allowed_types)}"
-                    )
-            if closes:
-                raise fail(f"empty phrase {token!r}; a phrase needs at least one word")
-            open_tag = (entity_id, types, len(words), token)
-            current = []
-            continue
-        if open_tag is None:
+            entity_id, types = _parse_tag(token, allowed_types, fail)
+            open_tag, current = (entity_id, types, len(words), token), []
+        elif open_tag is None:
             if "]" in token:
                 raise fail(f"stray ']' in {token!r} outside a phrase")
             words.append(token)
-            continue
-        # inside a phrase
-        if token.endswith("]"):
-            word = token[:-1]
-            if "]" in word:
-                raise fail(f"stray ']' in {token!r}")
+        else:
+            word, closes = _phrase_word(token, fail)
             if word:
                 current.append(word)
                 words.append(word)
-            if not current:
-                raise fail(f"empty phrase {open_tag[3]!r}; a phrase needs at least one word")
-            entity_id, types, first, _ = open_tag
-            phrases.append(Phrase(first, tuple(current), entity_id, types))
-            open_tag, current = None, []
-        else:
-            if "]" in token:
-                raise fail(f"stray ']' in {token!r}")
-            current.append(token)
-            words.append(token)
-
+            if closes:
+                if not current:
+                    raise fail(f"empty phrase {open_tag[3]!r}; a phrase needs at least one word")
+                entity_id, types, first, _ = open_tag
+                phrases.append(Phrase(first, tuple(current), entity_id, types))
+                open_tag, current = None, []
     if open_tag is not None:
         raise fail(f"phrase {open_tag[3]!r} is never closed with ']'")
-    if not words:
-        raise fail("caption has no words")
-    return Sentence(" ".join(words), tuple(words), tuple(phrases), line_number)
+    return words, phrases
+
+
+def _parse_tag(
+    token: str, allowed_types: Collection[str] | None, fail: Callable[[str], FlickrEntitiesError]
+) -> tuple[str, tuple[str, ...]]:
+    """``(entity id, types)`` of a token that opens a phrase, e.g. ``'[/EN#7/people/other'``.
+
+    ``fail`` builds the error for a malformed tag (pattern, entity id or an
+    empty type), an unknown type, or a tag that also closes the phrase
+    (``'[/EN#7/people]'``: an empty phrase).
+    """
+    closes = token.endswith("]")
+    tag = token[:-1] if closes else token
+    m = _TAG_RE.match(tag)
+    if m is None:
+        raise fail(f"malformed phrase tag {token!r}; expected '[/EN#<entity id>/<type>[/<type>...]'")
+    entity_id = m.group("id")
+    types = tuple(m.group("types").split("/")[1:])
+    if not entity_id.isdigit():
+        raise fail(f"malformed entity id {entity_id!r} in {token!r}; expected a non-negative integer")
+    if not types or any(not t for t in types):
+        raise fail(f"phrase tag {token!r} has an empty or missing type; expected '/EN#<id>/<type>'")
+    if allowed_types is not None:
+        unknown = [t for t in types if t not in allowed_types]
+        if unknown:
+            raise fail(f"unknown phrase type {unknown[0]!r} in {token!r}; expected one of {sorted(allowed_types)}")
+    if closes:
+        raise fail(f"empty phrase {token!r}; a phrase needs at least one word")
+    return entity_id, types
+
+
+def _phrase_word(token: str, fail: Callable[[str], FlickrEntitiesError]) -> tuple[str, bool]:
+    """``(word, closes)`` for a token inside a phrase.
+
+    ``word`` is the token without a final ``']'`` (``''`` for a lone ``']'``);
+    ``closes`` says whether that ``']'`` ends the phrase. Any other ``']'`` is
+    a stray one, reported through ``fail``.
+    """
+    closes = token.endswith("]")
+    word = token[:-1] if closes else token
+    if "]" in word:
+        raise fail(f"stray ']' in {token!r}")
+    return word, closes
 
 
 def parse_sentences(path: PathLike, *, allowed_types: Collection[str] | None = ENTITY_TYPES) -> list[Sentence]:
@@ -362,6 +387,113 @@ _IGNORED_TOP = frozenset({"folder", "source", "owner", "segmented"})
 _IGNORED_OBJECT = frozenset({"pose", "truncated", "difficult", "occluded"})
 
 
+@dataclass(frozen=True)
+class _AnnotationReader:
+    """Checked access to the elements of one annotation file.
+
+    Every error it raises is a :class:`FlickrEntitiesError` prefixed with
+    ``func`` and naming ``path`` and the offending element's line.
+    """
+
+    path: Path
+    strict: bool
+    func: str
+
+    def fail(self, msg: str, node: _Node) -> FlickrEntitiesError:
+        return FlickrEntitiesError(f"{self.func}: {msg}", path=self.path, line=node.line)
+
+    def one(self, parent: _Node, tag: str, *, required: bool = True) -> _Node | None:
+        """The single ``<tag>`` child of ``parent``; ``None`` when absent and not ``required``."""
+        found = parent.find_all(tag)
+        if len(found) > 1:
+            raise self.fail(f"<{parent.tag}> has {len(found)} <{tag}> elements; expected one", found[1])
+        if not found:
+            if required:
+                raise self.fail(f"<{parent.tag}> has no <{tag}> element", parent)
+            return None
+        return found[0]
+
+    def integer(self, node: _Node) -> int:
+        text = node.text.strip()
+        try:
+            return int(text)
+        except ValueError:
+            raise self.fail(f"<{node.tag}> must hold an integer; got {text!r}", node) from None
+
+    def flag(self, node: _Node | None) -> bool:
+        """A ``0``/``1`` flag element as a bool; an absent one is ``False``."""
+        if node is None:
+            return False
+        value = self.integer(node)
+        if value not in (0, 1):
+            raise self.fail(f"<{node.tag}> must be 0 or 1; got {value}", node)
+        return value == 1
+
+    def check_known(self, node: _Node, known: Iterable[str], ignored: Collection[str]) -> None:
+        """With ``strict``, reject a child of ``node`` that is neither ``known`` nor ``ignored``."""
+        known = set(known)
+        for child in node.children:
+            if child.tag not in known and child.tag not in ignored and self.strict:
+                raise self.fail(
+                    f"unknown tag <{child.tag}> in <{node.tag}>; expected one of {sorted(known)} "
+                    "(pass strict=False to ignore unknown tags)",
+                    child,
+                )
+
+
+def _read_size(reader: _AnnotationReader, root: _Node) -> tuple[int, int, int | None]:
+    """``(width, height, depth)`` from ``<size>``; ``depth`` is ``None`` when absent."""
+    size = reader.one(root, "size")
+    reader.check_known(size, ("width", "height", "depth"), ())
+    width, height = reader.integer(reader.one(size, "width")), reader.integer(reader.one(size, "height"))
+    depth_node = reader.one(size, "depth", required=False)
+    depth = reader.integer(depth_node) if depth_node is not None else None
+    if width <= 0 or height <= 0:
+        raise reader.fail(f"image size must be positive; got width={width}, height={height}", size)
+    return width, height, depth
+
+
+def _read_names(reader: _AnnotationReader, obj: _Node) -> list[str]:
+    """The entity ids of an ``<object>``, one per ``<name>``, in file order."""
+    names = []
+    for name_node in obj.find_all("name"):
+        name = name_node.text.strip()
+        if not name.isdigit():
+            raise reader.fail(f"<name> must hold an entity id (a non-negative integer); got {name!r}", name_node)
+        names.append(name)
+    if not names:
+        raise reader.fail("<object> has no <name> (entity id)", obj)
+    return names
+
+
+def _read_box(reader: _AnnotationReader, bndbox: _Node, one_based: bool) -> Box:
+    """``(x1, y1, x2, y2)`` from ``<bndbox>``, 1 subtracted from each when ``one_based``."""
+    reader.check_known(bndbox, ("xmin", "ymin", "xmax", "ymax"), ())
+    x1, y1, x2, y2 = (reader.integer(reader.one(bndbox, t)) for t in ("xmin", "ymin", "xmax", "ymax"))
+    if x2 < x1 or y2 < y1:
+        raise reader.fail(f"inverted box: xmin={x1}, ymin={y1}, xmax={x2}, ymax={y2}", bndbox)
+    off = 1 if one_based else 0
+    return (x1 - off, y1 - off, x2 - off, y2 - off)
+
+
+def _read_object(reader: _AnnotationReader, obj: _Node, one_based: bool) -> tuple[list[str], Box | None, bool, bool]:
+    """One ``<object>``: ``(entity ids, box or None, nobndbox flag, scene flag)``."""
+    reader.check_known(obj, ("name", "bndbox", "nobndbox", "scene"), _IGNORED_OBJECT)
+    names = _read_names(reader, obj)
+    bndbox = reader.one(obj, "bndbox", required=False)
+    nobndbox_node = reader.one(obj, "nobndbox", required=False)
+    scene_node = reader.one(obj, "scene", required=False)
+    is_nobox, is_scene = reader.flag(nobndbox_node), reader.flag(scene_node)
+    box = None
+    if bndbox is not None:
+        if is_nobox:
+            raise reader.fail("<object> has a <bndbox> and <nobndbox>1</nobndbox>", obj)
+        box = _read_box(reader, bndbox, one_based)
+    elif nobndbox_node is None and scene_node is None:
+        raise reader.fail("<object> has neither <bndbox> nor <nobndbox>/<scene> flags", obj)
+    return names, box, is_nobox, is_scene
+
+
 def parse_annotations(path: PathLike, *, one_based: bool = True, strict: bool = True) -> Annotation:
     """Read ``Annotations/<image id>.xml`` into an :class:`Annotation`.
 
@@ -388,90 +520,22 @@ def parse_annotations(path: PathLike, *, one_based: bool = True, strict: bool = 
     func = "parse_annotations"
     p = _existing_file(path, func=func)
     root = _parse_xml(p.read_bytes(), p)
-
-    def fail(msg: str, node: _Node) -> FlickrEntitiesError:
-        return FlickrEntitiesError(f"{func}: {msg}", path=p, line=node.line)
-
-    def one(parent: _Node, tag: str, *, required: bool = True) -> _Node | None:
-        found = parent.find_all(tag)
-        if len(found) > 1:
-            raise fail(f"<{parent.tag}> has {len(found)} <{tag}> elements; expected one", found[1])
-        if not found:
-            if required:
-                raise fail(f"<{parent.tag}> has no <{tag}> element", parent)
-            return None
-        return found[0]
-
-    def integer(node: _Node) -> int:
-        text = node.text.strip()
-        try:
-            return int(text)
-        except ValueError:
-            raise fail(f"<{node.tag}> must hold an integer; got {text!r}", node) from None
-
-    def flag(node: _Node | None) -> bool:
-        if node is None:
-            return False
-        value = integer(node)
-        if value not in (0, 1):
-            raise fail(f"<{node.tag}> must be 0 or 1; got {value}", node)
-        return value == 1
-
-    def check_known(node: _Node, known: Iterable[str], ignored: Collection[str]) -> None:
-        known = set(known)
-        for child in node.children:
-            if child.tag not in known and child.tag not in ignored and strict:
-                raise fail(
-                    f"unknown tag <{child.tag}> in <{node.tag}>; expected one of {sorted(known)} "
-                    "(pass strict=False to ignore unknown tags)",
-                    child,
-                )
-
+    reader = _AnnotationReader(p, strict, func)
     if root.tag != "annotation":
-        raise fail(f"root element is <{root.tag}>; expected <annotation>", root)
-    check_known(root, ("filename", "size", "object"), _IGNORED_TOP)
-
-    fn_node = one(root, "filename", required=False)
+        raise reader.fail(f"root element is <{root.tag}>; expected <annotation>", root)
+    reader.check_known(root, ("filename", "size", "object"), _IGNORED_TOP)
+    fn_node = reader.one(root, "filename", required=False)
     filename = fn_node.text.strip() if fn_node is not None else None
-    size = one(root, "size")
-    check_known(size, ("width", "height", "depth"), ())
-    width, height = integer(one(size, "width")), integer(one(size, "height"))
-    depth_node = one(size, "depth", required=False)
-    depth = integer(depth_node) if depth_node is not None else None
-    if width <= 0 or height <= 0:
-        raise fail(f"image size must be positive; got width={width}, height={height}", size)
+    width, height, depth = _read_size(reader, root)
 
     boxes: dict[str, list[Box]] = {}
-    scene: dict[str, None] = {}
+    scene: dict[str, None] = {}  # dicts keep file order without repeats
     nobox: dict[str, None] = {}
     for obj in root.find_all("object"):
-        check_known(obj, ("name", "bndbox", "nobndbox", "scene"), _IGNORED_OBJECT)
-        names = []
-        for name_node in obj.find_all("name"):
-            name = name_node.text.strip()
-            if not name.isdigit():
-                raise fail(f"<name> must hold an entity id (a non-negative integer); got {name!r}", name_node)
-            names.append(name)
-        if not names:
-            raise fail("<object> has no <name> (entity id)", obj)
-        bndbox = one(obj, "bndbox", required=False)
-        nobndbox_node = one(obj, "nobndbox", required=False)
-        scene_node = one(obj, "scene", required=False)
-        is_nobox, is_scene = flag(nobndbox_node), flag(scene_node)
-        if bndbox is not None:
-            if is_nobox:
-                raise fail("<object> has a <bndbox> and <nobndbox>1</nobndbox>", obj)
-            check_known(bndbox, ("xmin", "ymin", "xmax", "ymax"), ())
-            x1, y1, x2, y2 = (integer(one(bndbox, t)) for t in ("xmin", "ymin", "xmax", "ymax"))
-            if x2 < x1 or y2 < y1:
-                raise fail(f"inverted box: xmin={x1}, ymin={y1}, xmax={x2}, ymax={y2}", bndbox)
-            off = 1 if one_based else 0
-            box = (x1 - off, y1 - off, x2 - off, y2 - off)
-            for name in names:
-                boxes.setdefault(name, []).append(box)
-        elif nobndbox_node is None and scene_node is None:
-            raise fail("<object> has neither <bndbox> nor <nobndbox>/<scene> flags", obj)
+        names, box, is_nobox, is_scene = _read_object(reader, obj, one_based)
         for name in names:
+            if box is not None:
+                boxes.setdefault(name, []).append(box)
             if is_nobox:
                 nobox.setdefault(name, None)
             if is_scene:

@@ -23,6 +23,8 @@ __all__ = ["draw_object_attention"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+#: Width, in characters, at which object names are wrapped on the axes.
+_WRAP = 18
 _COLUMN_TITLES = (r"text self-attention $S_{LL}^{(a)}$", r"image self-attention $S_{VV}^{(a)}$")
 
 
@@ -108,6 +110,47 @@ def draw_object_attention(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    text, image, names, row_titles, out = _checked_arguments(text_matrix, image_matrix, object_names, titles, path)
+    n_rows, k = text.shape[0], text.shape[1]
+    lo, hi = _colour_range(text, image, vmin, vmax)
+    if annotate is None:
+        annotate = k <= 8
+
+    fig = Figure(figsize=_figure_size(n_rows, k, with_titles=titles is not None), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n_rows, 2, squeeze=False)
+    labels = _labels(names, _WRAP)
+    fontsize = 8 if k <= 12 else 6
+    image_artist = None
+    for r in range(n_rows):
+        for c, data in enumerate((text[r], image[r])):
+            ax = axes[r, c]
+            image_artist = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest", aspect="equal")
+            column_title = _COLUMN_TITLES[c] if r == 0 else None
+            _label_axes(ax, labels, fontsize, column_title=column_title, first_column=c == 0, row_title=row_titles[r])
+            if annotate:
+                _annotate_cells(ax, data, image_artist, fontsize - 1)
+    fig.colorbar(image_artist, ax=axes.ravel().tolist(), shrink=0.8, label="attention")
+    if suptitle:
+        fig.suptitle(suptitle)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=dpi)
+    return out
+
+
+def _checked_arguments(
+    text_matrix: Any,
+    image_matrix: Any,
+    object_names: Sequence[str],
+    titles: str | Sequence[str] | None,
+    path: PathLike | None,
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str | None], Path]:
+    """Check :func:`draw_object_attention`'s data arguments.
+
+    Returns ``(text, image, names, row_titles, path)``: both matrices as
+    ``(C, K, K)`` float64, the ``K`` names and ``C`` row titles (``None``
+    entries without ``titles``) as ``str``, and ``path`` as a ``Path``.
+    """
     func = "draw_object_attention"
     text = _as_stack(text_matrix, "text_matrix")
     image = _as_stack(image_matrix, "image_matrix")
@@ -131,56 +174,67 @@ def draw_object_attention(
             )
     if path is None:
         raise ValueError(f"{func}: argument 'path' is required")
-    out = Path(path)
+    return text, image, names, row_titles, Path(path)
+
+
+def _colour_range(text: np.ndarray, image: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float]:
+    """``(lo, hi)``: ``vmin``/``vmax`` where given, else ``min(0, data min)`` and
+    the data max over both stacks; an empty range is widened to ``(lo, lo + 1)``."""
     lo = min(0.0, float(min(text.min(), image.min()))) if vmin is None else float(vmin)
     hi = float(max(text.max(), image.max())) if vmax is None else float(vmax)
     if not hi > lo:
         hi = lo + 1.0
-    if annotate is None:
-        annotate = k <= 8
+    return lo, hi
 
-    wrap = 18
+
+def _figure_size(n_rows: int, k: int, *, with_titles: bool) -> tuple[float, float]:
+    """``(width, height)`` in inches of ``n_rows`` rows of two square ``K x K``
+    panels, with room for labels wrapped at ``_WRAP`` characters, the colour
+    bar, and (``with_titles``) the checkpoint names at the left."""
     cell = 0.55 if k <= 12 else 0.35
-    label_room = 0.09 * wrap + 0.45
+    label_room = 0.09 * _WRAP + 0.45
     panel = max(2.2, cell * k)
-    fig = Figure(
-        figsize=(2 * (panel + label_room) + 1.2 + (0.4 if titles is not None else 0), n_rows * (panel + label_room) + 0.6),
-        layout="constrained",
-    )
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n_rows, 2, squeeze=False)
-    labels = _labels(names, wrap)
-    fontsize = 8 if k <= 12 else 6
-    image_artist = None
-    for r in range(n_rows):
-        for c, data in enumerate((text[r], image[r])):
-            ax = axes[r, c]
-            image_artist = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest", aspect="equal")
-            ax.set_xticks(range(k), labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=fontsize)
-            ax.set_yticks(range(k), labels, fontsize=fontsize)
-            ax.set_xlabel("attended object", fontsize=fontsize + 1)
-            if r == 0:
-                ax.set_title(_COLUMN_TITLES[c], fontsize=fontsize + 2)
-            if c == 0:
-                ylabel = "attending object"
-                if row_titles[r]:
-                    ylabel = f"{row_titles[r]}\n\n{ylabel}"
-                ax.set_ylabel(ylabel, fontsize=fontsize + 1)
-                if row_titles[r]:
-                    # make the checkpoint name stand out from the axis label
-                    ax.yaxis.label.set_fontweight("bold")
-            if annotate:
-                cmap_obj = image_artist.cmap
-                norm = image_artist.norm
-                for i in range(k):
-                    for j in range(k):
-                        rgb = cmap_obj(norm(data[i, j]))[:3]
-                        light = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 0.5
-                        ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center",
-                                fontsize=fontsize - 1, color="black" if light else "white")
-    fig.colorbar(image_artist, ax=axes.ravel().tolist(), shrink=0.8, label="attention")
-    if suptitle:
-        fig.suptitle(suptitle)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=dpi)
-    return out
+    return (2 * (panel + label_room) + 1.2 + (0.4 if with_titles else 0), n_rows * (panel + label_room) + 0.6)
+
+
+def _label_axes(
+    ax: Any,
+    labels: Sequence[str],
+    fontsize: int,
+    *,
+    column_title: str | None,
+    first_column: bool,
+    row_title: str | None,
+) -> None:
+    """Write the object names on both axes of a panel and name the axes.
+
+    ``column_title`` (given for the top row) goes above the panel; in the
+    first column the y axis reads "attending object", preceded by
+    ``row_title`` in bold when there is one.
+    """
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=fontsize)
+    ax.set_yticks(range(len(labels)), labels, fontsize=fontsize)
+    ax.set_xlabel("attended object", fontsize=fontsize + 1)
+    if column_title is not None:
+        ax.set_title(column_title, fontsize=fontsize + 2)
+    if first_column:
+        ylabel = "attending object"
+        if row_title:
+            ylabel = f"{row_title}\n\n{ylabel}"
+        ax.set_ylabel(ylabel, fontsize=fontsize + 1)
+        if row_title:
+            # make the checkpoint name stand out from the axis label
+            ax.yaxis.label.set_fontweight("bold")
+
+
+def _annotate_cells(ax: Any, data: np.ndarray, image_artist: Any, fontsize: int) -> None:
+    """Write each value of ``data`` in its cell, black on light colours and
+    white on dark ones (as ``image_artist`` coloured them)."""
+    cmap_obj = image_artist.cmap
+    norm = image_artist.norm
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            rgb = cmap_obj(norm(data[i, j]))[:3]
+            light = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 0.5
+            color = "black" if light else "white"
+            ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=fontsize, color=color)
