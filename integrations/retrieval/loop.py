@@ -220,32 +220,40 @@ class _Run:
         """Train until ``num_train_steps``, a signal or ``stop_after``; checkpoint on the way."""
         opts = self.opts
         save_steps = opts.valid_steps if opts.save_steps is None else opts.save_steps
-        history, steps_this_run, last_ckpt, reason = [], 0, None, "done"
+        history, pending, steps_this_run, last_ckpt, reason = [], [], 0, None, "done"
         self.clock = _Throughput()
         with runtime.StopRequest() as self.stop, self._progress_bar() as self.bar:
             while self.step < opts.num_train_steps:
-                record, stop_now = self.train_step()
-                history.append(record)
+                pending.append(self.train_step())
                 steps_this_run += 1
-                if opts.valid_steps > 0 and self.step % opts.valid_steps == 0 and self.step < opts.num_train_steps:
-                    if self.validate() is not None:
-                        ckpt.save_weights(self.model, self.ckpt_dir, str(self.step))
-                        stop_now = self._stop_requested()  # a signal during the (long) validation stops here
+                validating = opts.valid_steps > 0 and self.step % opts.valid_steps == 0 \
+                    and self.step < opts.num_train_steps
+                stopping = opts.stop_after is not None and steps_this_run >= opts.stop_after
+                saving = self.step >= opts.num_train_steps or (save_steps > 0 and self.step % save_steps == 0)
+                if not (self.step % opts.log_steps == 0 or validating or stopping or saving):
+                    continue  # no host synchronisation until the next boundary
+                records, stop_now = self._flush(pending)
+                history += records
+                pending = []
+                if validating and self.validate() is not None:
+                    ckpt.save_weights(self.model, self.ckpt_dir, str(self.step))
+                    stop_now = self._stop_requested()  # a signal during the (long) validation stops here
                 if stop_now:
                     reason = "signal"
-                elif opts.stop_after is not None and steps_this_run >= opts.stop_after \
-                        and self.step < opts.num_train_steps:
+                elif stopping and self.step < opts.num_train_steps:
                     reason, stop_now = "stop_after", True
-                done = self.step >= opts.num_train_steps
-                if stop_now or done or (save_steps > 0 and self.step % save_steps == 0):
+                if stop_now or saving:
                     last_ckpt = self.save()
                 if stop_now:
                     break
         return TrainResult(step=self.step, finished=self.step >= opts.num_train_steps, stop_reason=reason,
                            checkpoint=last_ckpt, history=history if self.is_main else [])
 
-    def train_step(self) -> tuple[dict, bool]:
-        """One optimizer step: ``A`` micro-steps of both directions; its log record and the stop flag."""
+    def train_step(self) -> dict:
+        """One optimizer step: ``A`` micro-steps of both directions, without a host synchronisation.
+
+        Returns what :meth:`_flush` needs to check and log it (losses and gradient norm as device tensors).
+        """
         lam = self.objective.lam(self.step)
         t0 = time.perf_counter()
         losses, pairs_seen = [], 0
@@ -255,14 +263,10 @@ class _Run:
                 loss, seen = self.train_group(direction, lam, sync)
                 losses.append((micro, direction, loss))
                 pairs_seen += seen
-        stats = self._reduce(losses)
-        stop = stats.pop("stop") > 0
         grad_norm, lr = self._optimizer_step()
         self.step += 1
-        record = {"step": self.step, **stats, "lambda": lam, "lr": lr, "grad_norm": grad_norm,
-                  **self.clock.add(time.perf_counter() - t0, len(losses) * self.world, pairs_seen * self.world)}
-        self._report(record)
-        return record, stop
+        return {"step": self.step, "losses": losses, "grad_norm": grad_norm, "lambda": lam, "lr": lr,
+                **self.clock.add(time.perf_counter() - t0, len(losses) * self.world, pairs_seen * self.world)}
 
     def train_group(self, direction: str, lam: float, sync: bool) -> tuple[GroupLoss, int]:
         """Mine, then train one group of ``direction``; its losses and the pairs it scored and trained."""
@@ -284,39 +288,60 @@ class _Run:
         detached = GroupLoss(*(t.detach() for t in loss))
         return detached, group.n_scored + len(group.captions)
 
-    def _reduce(self, losses: list) -> dict[str, float]:
-        """Named per-step statistics, summed/averaged over the processes (one host sync per step)."""
-        values = torch.stack([torch.stack(list(loss)) for _, _, loss in losses]).double().cpu()
-        finite = torch.isfinite(values)
-        by_dir = {d: values[[i for i, (_, dd, _) in enumerate(losses) if dd == d]] for d in DIRECTIONS}
-        local = {"bad": 0.0 if bool(finite.all()) else 1.0, "stop": 1.0 if self.stop.signum is not None else 0.0,
-                 "loss": float(values[:, 2].sum()), "rank_loss": float(values[:, 0].mean()),
-                 "iais_loss": float(values[:, 1].mean()), "iais_image": float(by_dir["image"][:, 1].mean()),
-                 "iais_text": float(by_dir["text"][:, 1].mean())}
+    def _flush(self, pending: list[dict]) -> tuple[list[dict], bool]:
+        """Check and log the steps done since the last boundary: one host synchronisation, one all-reduce.
+
+        Raises :class:`NonFiniteLossError` naming the first step, group and component that was not
+        finite; returns the steps' log records and whether a process received a stop signal.
+        """
+        host = [self._local_stats(p) for p in pending]
+        local = {"bad": float(any(h["bad"] for h in host)), "stop": 1.0 if self.stop.signum is not None else 0.0}
+        for i, h in enumerate(host):
+            local.update({f"{i}:{k}": v for k, v in h["stats"].items()})
         total = distributed.all_reduce_sum(local, self.device)
         if total["bad"] > 0:
-            raise NonFiniteLossError(self._non_finite_message(losses, values, finite, local["bad"] > 0))
-        return {"stop": total["stop"], **{k: v / self.world for k, v in total.items() if k not in ("bad", "stop")}}
+            bad = next((h for h in host if h["bad"]), None)
+            raise NonFiniteLossError(bad["message"] if bad else "another process reported a non-finite loss at "
+                                     f"step {pending[0]['step']} or later; stopping without saving")
+        records = []
+        for i, p in enumerate(pending):
+            stats = {k: total[f"{i}:{k}"] / self.world for k in host[i]["stats"]}
+            record = {"step": p["step"], **stats, "lambda": p["lambda"], "lr": p["lr"],
+                      "grad_norm": host[i]["grad_norm"], **{k: p[k] for k in _Throughput.KEYS}}
+            self._report(record)
+            records.append(record)
+        return records, total["stop"] > 0
 
-    def _non_finite_message(self, losses: list, values: torch.Tensor, finite: torch.Tensor, mine: bool) -> str:
-        if not mine:
-            return f"another process reported a non-finite loss at step {self.step + 1}; stopping without saving"
-        g, c = [int(x) for x in (~finite).nonzero()[0]]
-        micro, direction, _ = losses[g]
-        return (f"non-finite {GroupLoss._fields[c]} loss ({values[g, c].item()}) at step {self.step + 1} (micro-step "
+    def _local_stats(self, p: dict) -> dict:
+        """One step's numbers on the host: named statistics, or why the step was not finite."""
+        losses = p["losses"]
+        values = torch.stack([torch.stack(list(loss)) for _, _, loss in losses]).double().cpu()
+        grad_norm = float(p["grad_norm"])
+        finite = torch.isfinite(values)
+        by_dir = {d: values[[i for i, (_, dd, _) in enumerate(losses) if dd == d]] for d in DIRECTIONS}
+        stats = {"loss": float(values[:, 2].sum()), "rank_loss": float(values[:, 0].mean()),
+                 "iais_loss": float(values[:, 1].mean()), "iais_image": float(by_dir["image"][:, 1].mean()),
+                 "iais_text": float(by_dir["text"][:, 1].mean())}
+        out = {"bad": False, "stats": stats, "grad_norm": grad_norm}
+        if not bool(finite.all()):
+            g, c = [int(x) for x in (~finite).nonzero()[0]]
+            micro, direction, _ = losses[g]
+            out.update(bad=True, message=(
+                f"non-finite {GroupLoss._fields[c]} loss ({values[g, c].item()}) at step {p['step']} (micro-step "
                 f"{micro + 1}/{self.accum}, from-{direction} group, rank {distributed.rank()}); stopping without "
-                f"saving (last checkpoint: {ckpt.latest_checkpoint(self.ckpt_dir) or 'none'})")
+                f"saving (last checkpoint: {ckpt.latest_checkpoint(self.ckpt_dir) or 'none'})"))
+        elif not math.isfinite(grad_norm) and self.precision != "fp16":  # fp16: the scaler skips such steps
+            out.update(bad=True, message=f"non-finite gradient norm ({grad_norm}) at step {p['step']} with finite "
+                                         f"losses; stopping without saving")
+        return out
 
-    def _optimizer_step(self) -> tuple[float, float]:
-        """Unscale, clip, step; returns ``(gradient norm, learning rate used)``."""
+    def _optimizer_step(self) -> tuple[torch.Tensor, float]:
+        """Unscale, clip, step; returns ``(gradient norm (a device tensor), learning rate used)``."""
         optimizer, scheduler, scaler = (self.trainer[k] for k in ("optimizer", "scheduler", "scaler"))
         scaler.unscale_(optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = self.opts.grad_norm if self.opts.grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        if not math.isfinite(grad_norm) and self.precision != "fp16":
-            raise NonFiniteLossError(f"non-finite gradient norm ({grad_norm}) at step {self.step + 1} with finite "
-                                     f"losses; stopping without saving")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         lr = scheduler.get_last_lr()[0]
         scaler.step(optimizer)
         scaler.update()
@@ -415,6 +440,8 @@ class _Run:
 
 class _Throughput:
     """Training throughput of this invocation: groups and pairs per second of training time."""
+
+    KEYS = ("step_seconds", "groups_per_s", "pairs_per_s")
 
     def __init__(self) -> None:
         self.seconds = 0.0

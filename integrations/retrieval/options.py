@@ -98,6 +98,8 @@ class TrainOptions:
     deterministic: bool = _opt(False, "torch.use_deterministic_algorithms(True): bit-identical resumes on the CPU")
     image_cache: int = _opt(1024, "decoded images cached per process", metavar="N")
     threads: int | None = _opt(None, "torch CPU threads per process")
+    log_steps: int = _opt(1, "check and log the step statistics every N steps (one host synchronisation each); "
+                             "a non-finite loss or a stop signal is acted on at these boundaries", metavar="N")
     final_eval: bool = _opt(True, "evaluate val/test at the end")
     progress: bool = _opt(True, "progress bars")
     tensorboard: bool = _opt(True, "TensorBoard event files")
@@ -106,7 +108,8 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         check_types(self)
-        for key in ("num_train_steps", "train_batch_size", "negative_size", "hard_neg_size", "inf_minibatch_size"):
+        for key in ("num_train_steps", "train_batch_size", "negative_size", "hard_neg_size", "inf_minibatch_size",
+                    "log_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"key {key!r} must be >= 1, got {getattr(self, key)}")
         if len(self.betas) != 2:

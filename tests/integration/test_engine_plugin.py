@@ -72,3 +72,24 @@ def test_the_engine_runs_without_importing_the_uniter_plugin(tmp_path):
     report = json.loads((tmp_path / "toy.json").read_text())
     assert report["finished"] and report["test_metrics"]["n_captions"] == 12
     assert report["uniter_modules"] == []
+
+
+def test_logging_every_few_steps_gives_the_same_records_with_fewer_synchronisations(tmp_path, monkeypatch):
+    from integrations.retrieval import loop
+
+    flushes = []
+    original = loop._Run._flush
+
+    def counting(self, pending):
+        flushes.append([p["step"] for p in pending])
+        return original(self, pending)
+
+    monkeypatch.setattr(loop._Run, "_flush", counting)
+    common = dict(num_train_steps=7, deterministic=True, final_eval=False, save_steps=0)
+    every = train(toy_options(str(tmp_path / "every"), **common), ToyPlugin())
+    assert flushes == [[s] for s in range(1, 8)]
+    flushes.clear()
+    grouped = train(toy_options(str(tmp_path / "grouped"), log_steps=3, **common), ToyPlugin())
+    assert flushes == [[1, 2, 3], [4, 5, 6], [7]]
+    keys = ("step", "loss", "rank_loss", "iais_loss", "iais_image", "iais_text", "lambda", "lr", "grad_norm")
+    assert [{k: r[k] for k in keys} for r in grouped.history] == [{k: r[k] for k in keys} for r in every.history]
