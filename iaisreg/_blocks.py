@@ -10,8 +10,8 @@ from __future__ import annotations
 import numbers
 from typing import Any, NamedTuple
 
-from ._namespace import device_of, is_host_concrete
-from ._ops import log_softmax, softmax
+from ._namespace import is_host_concrete
+from ._ops import device_of, log_softmax, softmax
 from ._validate import check_int, dtype_name, shape_of
 
 __all__ = ["Items", "Spans", "item_masks", "resolve_items", "masks_from_lengths", "column_bias", "block_softmax", "two_block_log_softmax", "block_log_softmax"]

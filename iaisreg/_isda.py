@@ -7,7 +7,8 @@ from typing import Any, NamedTuple, Sequence
 from ._blocks import item_masks
 from ._divergence import mkl_terms, safe_log
 from ._loss import block_probs
-from ._namespace import compute_dtype, device_of, get_namespace
+from ._namespace import compute_dtype, get_namespace
+from ._ops import device_of
 from ._validate import check_option, check_scores, dtype_name, shape_of
 
 __all__ = ["isda", "cps", "IsdaResult", "groups_to_masks"]

@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 from ._blocks import Items, Spans, column_bias, resolve_items
 from ._divergence import mkl_terms, official_distributed_terms, safe_log
 from ._mirror import distributed_mirror, singular_target
-from ._namespace import compute_dtype, device_of, get_namespace
-from ._ops import log_softmax, softmax
+from ._namespace import compute_dtype, get_namespace
+from ._ops import device_of, log_softmax, softmax
 from ._validate import check_option, check_scores
 
 __all__ = ["iais", "OPTIONS", "check_options", "MODES", "ANCHORS", "VARIANTS", "HEADS", "REDUCTIONS", "INPUTS", "resolve_heads"]

@@ -9,8 +9,7 @@ from typing import Any
 
 from ._blocks import block_log_softmax
 from ._divergence import safe_log
-from ._namespace import device_of
-from ._ops import take_along_axis
+from ._ops import device_of, take_along_axis
 
 __all__ = ["mirror_index", "singular_mirror", "distributed_mirror", "singular_target"]
 

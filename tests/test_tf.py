@@ -21,6 +21,7 @@ import tensorflow as tf  # noqa: E402 - a requested backend that fails to import
 
 import iaisreg  # noqa: E402
 import iaisreg.tf as itf  # noqa: E402
+from iaisreg._ops import device_of  # noqa: E402
 from iaisreg.tf import _namespace as xp  # noqa: E402
 
 
@@ -93,7 +94,7 @@ def test_dtypes_and_creation():
     assert xp.zeros((2,), dtype=tf.bool).dtype == tf.bool
     assert xp.asarray([1.0], dtype=tf.float64).dtype == tf.float64
     assert xp.asarray(tf.constant([1, 2]), dtype=tf.float32).dtype == tf.float32
-    dev = xp._iaisreg_device(tf.constant(1.0))
+    dev = device_of(tf.constant(1.0), xp)
     assert "CPU" in dev.upper()
     assert xp.asarray(1.0, dtype=tf.float32, device=dev).device == tf.constant(1.0).device
     # Python scalars take the tensor's dtype (TensorFlow does not promote)
