@@ -12,8 +12,9 @@ from __future__ import annotations
 from ._blocks import Items, block_log_softmax, item_masks, masks_from_lengths, two_block_log_softmax
 from ._divergence import m_kl
 from ._isda import IsdaResult, cps, isda
-from ._loss import ANCHORS, HEADS, INPUTS, MODES, REDUCTIONS, VARIANTS, block_probs, iais
+from ._loss import block_probs, iais
 from ._mirror import distributed_mirror, mirror_index, singular_mirror
+from ._options import OPTIONS
 from .schedules import (
     SCHEDULES,
     constant_schedule,
@@ -46,11 +47,6 @@ __all__ = [
     "constant_schedule",
     "get_schedule",
     "SCHEDULES",
-    "MODES",
-    "ANCHORS",
-    "VARIANTS",
-    "HEADS",
-    "REDUCTIONS",
-    "INPUTS",
+    "OPTIONS",
     "__version__",
 ]

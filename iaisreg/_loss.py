@@ -9,27 +9,10 @@ from ._divergence import mkl_terms, official_distributed_terms, safe_log
 from ._mirror import distributed_mirror, singular_target
 from ._namespace import compute_dtype, get_namespace
 from ._ops import device_of, log_softmax, softmax
-from ._validate import check_option, check_scores
+from ._options import resolve_options, takes_options
+from ._validate import check_scores
 
-__all__ = ["iais", "OPTIONS", "check_options", "MODES", "ANCHORS", "VARIANTS", "HEADS", "REDUCTIONS", "INPUTS", "resolve_heads"]
-
-MODES = ("singular", "distributed")
-ANCHORS = ("V", "L", "both")
-VARIANTS = ("official", "paper")
-HEADS = ("auto", "mean_probs", "per_head", "mean_scores")
-REDUCTIONS = ("mean", "sum", "none")
-INPUTS = ("scores", "probs")
-
-#: every string option of :func:`iais` and its allowed values
-OPTIONS = {"mode": MODES, "anchor": ANCHORS, "variant": VARIANTS, "heads": HEADS, "reduction": REDUCTIONS,
-           "inputs": INPUTS}
-
-
-def check_options(func: str, **values: Any) -> None:
-    """Check string options against :data:`OPTIONS` (``ValueError`` naming the
-    argument, the allowed values and what was received)."""
-    for name, value in values.items():
-        check_option(name, value, OPTIONS[name], func=func)
+__all__ = ["iais", "block_probs", "resolve_heads"]
 
 
 def resolve_heads(heads: str, variant: str) -> str:
@@ -114,6 +97,7 @@ def _anchor_loss(a: _Group, o: _Group, anchor: Any, other: Any, *, mode: str, va
     return xp.where(valid, per, xp.zeros_like(per))
 
 
+@takes_options()
 def iais(
     attn: Any,
     n_text: Any = None,
@@ -121,16 +105,11 @@ def iais(
     text_mask: Any = None,
     image_mask: Any = None,
     attention_mask: Any = None,
-    mode: str = "singular",
-    anchor: str = "V",
-    variant: str = "official",
-    heads: str = "auto",
-    reduction: str = "mean",
-    inputs: str = "scores",
     check_overlap: bool | None = None,
     text_span: tuple[int, int] | None = None,
     image_span: tuple[int, int] | None = None,
     xp: Any = None,
+    **options: str,
 ) -> Any:
     """IAIS relation-alignment loss (paper Eq. 11 singular / Eq. 13 distributed).
 
@@ -147,24 +126,28 @@ def iais(
             in the middle, excluded ``[CLS]``/``[SEP]``). Must not overlap
             (checked when the values are on the host).
         attention_mask: ``(B, N)`` valid positions; padding belongs to no block.
-        mode: ``"singular"`` (argmax mirror, Eq. 10-11) or ``"distributed"``
-            (``P_ao @ P_oa``, Eq. 12-13).
-        anchor: ``"V"`` (visual self-attention vs the mirror built from text),
-            ``"L"`` (the reverse) or ``"both"`` (their sum).
-        variant: ``"official"`` (the authors' code, default) or ``"paper"``
-            (the printed equations); see ``docs/semantics.md``.
-        heads: ``"auto"`` (official: ``"mean_probs"``; paper: ``"per_head"``),
-            ``"mean_probs"`` (average the block probabilities over heads),
-            ``"per_head"`` (loss per head, then mean), ``"mean_scores"``
-            (average the scores over heads first).
-        reduction: ``"mean"`` over samples, ``"sum"``, or ``"none"`` -> ``(B,)``.
-        inputs: ``"scores"`` or ``"probs"``.
         text_span, image_span: optional static ``(lo, hi)`` column ranges that
             hold every text / image item of every sample (e.g. the authors'
             layout: ``(1, max_tl - 1)`` and ``(max_tl, N)``). A speed hint:
             the block softmax then reads only those columns. Checked when the
             masks are on the host; under ``jit``/``compile`` it is a promise.
             Set automatically for an int ``n_text``.
+        mode, anchor, variant, heads, reduction, inputs: the options of
+            :data:`iaisreg.OPTIONS` (defaults there):
+
+            * ``mode``: ``"singular"`` (argmax mirror, Eq. 10-11) or
+              ``"distributed"`` (``P_ao @ P_oa``, Eq. 12-13);
+            * ``anchor``: ``"V"`` (visual self-attention vs the mirror built
+              from text), ``"L"`` (the reverse) or ``"both"`` (their sum);
+            * ``variant``: ``"official"`` (the authors' code, default) or
+              ``"paper"`` (the printed equations); see ``docs/semantics.md``;
+            * ``heads``: ``"auto"`` (official: ``"mean_probs"``; paper:
+              ``"per_head"``), ``"mean_probs"`` (average the block
+              probabilities over heads), ``"per_head"`` (loss per head, then
+              mean), ``"mean_scores"`` (average the scores over heads first);
+            * ``reduction``: ``"mean"`` over samples, ``"sum"``, or
+              ``"none"`` -> ``(B,)``;
+            * ``inputs``: ``"scores"`` or ``"probs"``.
 
     Returns:
         The loss: a scalar, or ``(B,)`` for ``reduction="none"``, in the
@@ -186,7 +169,7 @@ def iais(
     ((), True)
     """
     func = "iais"
-    check_options(func, mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction, inputs=inputs)
+    opts = resolve_options(func, options)
     b, _, n = check_scores(attn, func=func)
     xp = get_namespace(attn, xp=xp)
     dt = compute_dtype(attn.dtype, xp, name="attn")
@@ -198,8 +181,7 @@ def iais(
     s = xp.astype(attn, dt)
     if s.ndim == 3:
         s = s[:, None, :, :]
-    return _iais_from_scores(s, items, mode=mode, anchor=anchor, variant=variant, heads=heads,
-                             reduction=reduction, inputs=inputs, xp=xp, spans=spans)
+    return _iais_from_scores(s, items, **opts, xp=xp, spans=spans)
 
 
 def block_probs(s: Any, items: Items, *, heads: str, inputs: str, xp: Any,

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, settings
 
+import iaisreg
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(ROOT) not in sys.path:
@@ -35,3 +37,16 @@ def layouts_to_positions(roles: np.ndarray):
     text = [list(map(int, np.flatnonzero(r == 0))) for r in roles]
     image = [list(map(int, np.flatnonzero(r == 1))) for r in roles]
     return text, image
+
+
+def option_defaults(*, without: tuple = ()) -> dict:
+    """``{name: default}`` of ``iaisreg.OPTIONS``, less the names in ``without``."""
+    return {name: o.default for name, o in iaisreg.OPTIONS.items() if name not in without}
+
+
+def signature_defaults(fn, names) -> dict:
+    """``{name: default}`` of the parameters ``names`` as ``inspect.signature(fn)`` (and ``help()``) shows them."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return {name: params[name].default for name in names}

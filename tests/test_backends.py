@@ -93,8 +93,7 @@ SHAPES = {
 #: other backends and the NumPy reference cover the other shapes.
 EAGER_SHAPES = {"jax": {(2, 2, 5): ("float64", "float16"), (3, 1, 6): ("float32", "bfloat16")}}
 FORMS = ("masks", "int_masks", "shared", "text_only", "n_text_int", "n_text_lengths")
-OPTIONS = dict(mode=iaisreg.MODES, anchor=iaisreg.ANCHORS, variant=iaisreg.VARIANTS, heads=iaisreg.HEADS,
-               reduction=iaisreg.REDUCTIONS, inputs=iaisreg.INPUTS)
+OPTIONS = {name: option.choices for name, option in iaisreg.OPTIONS.items()}
 
 
 @dataclasses.dataclass
@@ -289,7 +288,7 @@ def check_reference_gradient_by_finite_differences(c: Case, directions: int = 2)
 COMPILED_OPTIONS = [
     dict(mode=m, anchor=a, variant=v, heads=h, reduction=r, inputs=i)
     for (m, a, v), h, r, i in zip(
-        [(m, a, v) for m in iaisreg.MODES for a in iaisreg.ANCHORS for v in iaisreg.VARIANTS],
+        [(m, a, v) for m in OPTIONS["mode"] for a in OPTIONS["anchor"] for v in OPTIONS["variant"]],
         ["auto", "mean_probs", "per_head", "mean_scores"] * 3,
         ["none", "mean", "sum"] * 4,
         ["scores", "scores", "probs"] * 4,

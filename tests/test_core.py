@@ -2,6 +2,7 @@
 equivalence with the per-sample loop, and bad input."""
 from __future__ import annotations
 
+import inspect
 import math
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import iaisreg
-from conftest import layouts_to_positions, random_layout
+from conftest import layouts_to_positions, option_defaults, random_layout, signature_defaults
 from reference_loop import reference_iais
 
 LN = math.log
@@ -87,7 +88,8 @@ def test_m_kl_hand():
 
 
 # ---------------------------------------------------------------- equivalence with the loop
-COMBOS = [(m, a, v) for m in iaisreg.MODES for a in iaisreg.ANCHORS for v in iaisreg.VARIANTS]
+MODES, ANCHORS, VARIANTS = (iaisreg.OPTIONS[k].choices for k in ("mode", "anchor", "variant"))
+COMBOS = [(m, a, v) for m in MODES for a in ANCHORS for v in VARIANTS]
 
 
 @pytest.mark.parametrize("mode,anchor,variant", COMBOS)
@@ -107,8 +109,8 @@ def test_matches_per_sample_loop(mode, anchor, variant, heads):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("mode", iaisreg.MODES)
-@pytest.mark.parametrize("variant", iaisreg.VARIANTS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_probs_input_matches_loop(mode, variant):
     rng = np.random.default_rng(7)
     b, h, n = 3, 2, 9
@@ -139,7 +141,7 @@ def case(draw, max_b=3, max_h=3, max_n=10):
     return scores, roles, rng
 
 
-options = st.tuples(st.sampled_from(iaisreg.MODES), st.sampled_from(iaisreg.ANCHORS), st.sampled_from(iaisreg.VARIANTS))
+options = st.tuples(st.sampled_from(MODES), st.sampled_from(ANCHORS), st.sampled_from(VARIANTS))
 
 
 @given(st.integers(1, 4), st.integers(2, 6), st.integers(0, 2**31 - 1))
@@ -297,6 +299,30 @@ def test_schedules():
         iaisreg.get_schedule("cosine", 10)
     with pytest.raises(ValueError, match="total_steps"):
         iaisreg.get_schedule("linear")
+
+
+# ---------------------------------------------------------------- the options table
+def test_options_table():
+    table = iaisreg.OPTIONS
+    assert list(table) == ["mode", "anchor", "variant", "heads", "reduction", "inputs"]
+    for name, option in table.items():
+        assert option.choices[0] == option.default and option.doc, name
+    with pytest.raises(TypeError):
+        table["mode"] = table["anchor"]  # read-only
+    # iais shows every option with the table's default, keyword-only, before xp
+    assert signature_defaults(iaisreg.iais, table) == option_defaults()
+    params = inspect.signature(iaisreg.iais).parameters
+    assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in table) and list(params)[-1] == "xp"
+    # isda shares three of them: no "auto" heads, per-sample values by default
+    assert signature_defaults(iaisreg.isda, ("heads", "inputs", "reduction")) == dict(
+        heads="mean_probs", inputs="scores", reduction="none")
+    with pytest.raises(ValueError, match=r"isda: argument 'heads' must be one of 'mean_probs', 'per_head', "
+                                         r"'mean_scores'; got 'auto'"):
+        iaisreg.isda(np.zeros((1, 4, 4)), [[0]], [[3]], 2, heads="auto")
+    with pytest.raises(ValueError, match=r"isda: argument 'reduction' must be one of 'none', 'mean', 'sum'"):
+        iaisreg.isda(np.zeros((1, 4, 4)), [[0]], [[3]], 2, reduction="avg")
+    with pytest.raises(TypeError, match=r"iais\(\) got an unexpected keyword argument 'mdoe'"):
+        iaisreg.iais(np.zeros((1, 4, 4)), 2, mdoe="singular")
 
 
 # ---------------------------------------------------------------- bad input

@@ -23,6 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 import iaisreg  # noqa: E402
 import iaisreg.jax as ij  # noqa: E402
 from backends import jax_x64  # noqa: E402
+from conftest import option_defaults, signature_defaults  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -206,6 +207,10 @@ def test_iais_loss_dataclass():
     np.testing.assert_allclose(float(step_fn(x, jnp.asarray(5))), float(plain) * math.exp(-2.5), rtol=1e-6)
     static = jax.jit(lambda c, x: c(x, 3), static_argnums=0)
     np.testing.assert_allclose(float(static(crit, x)), float(plain), rtol=1e-12)
+    assert crit.options == {**option_defaults(), "mode": "distributed", "anchor": "L"}
+    assert signature_defaults(ij.IAISLoss, iaisreg.OPTIONS) == option_defaults()
+    assert signature_defaults(ij.iais_jit, iaisreg.OPTIONS) == option_defaults()
+    assert set(iaisreg.OPTIONS) < set(ij.STATIC_ARGNAMES)
     with pytest.raises(ValueError, match=r"IAISLoss: argument 'anchor' must be one of"):
         ij.IAISLoss(anchor="X")
     with pytest.raises(ValueError, match="total_steps"):

@@ -23,6 +23,7 @@ import iaisreg  # noqa: E402
 import iaisreg.tf as itf  # noqa: E402
 from iaisreg._ops import device_of  # noqa: E402
 from iaisreg.tf import _namespace as xp  # noqa: E402
+from conftest import option_defaults, signature_defaults  # noqa: E402
 
 
 def _case(seed=0, b=3, h=2, n=8):
@@ -228,6 +229,9 @@ def test_keras_loss_matches_iais():
     np.testing.assert_allclose(float(loss(y_true, x, sample_weight=w)), float(tf.reduce_sum(per * w)) / 3, rtol=1e-6)
     fixed = itf.IAISLoss(n_text=3, reduction="sum")
     np.testing.assert_allclose(float(fixed(np.zeros(3), x)), float(itf.iais(x, 3, reduction="sum")), rtol=1e-6)
+    keras_options = option_defaults(without=("reduction",))  # Keras has its own reduction
+    assert signature_defaults(itf.IAISLoss, keras_options) == keras_options
+    assert itf.IAISLoss(anchor="L").options == {**keras_options, "anchor": "L"}
     with pytest.raises(ValueError, match=r"IAISLoss: argument 'mode' must be one of"):
         itf.IAISLoss(mode="x")
     with pytest.raises(TypeError, match="n_text"):

@@ -8,10 +8,11 @@ import torch
 
 import iaisreg
 import iaisreg.torch as it
-from conftest import layouts_to_positions, random_layout
+from conftest import layouts_to_positions, option_defaults, random_layout, signature_defaults
 from reference_loop import reference_iais
 
-COMBOS = [(m, a, v) for m in iaisreg.MODES for a in iaisreg.ANCHORS for v in iaisreg.VARIANTS]
+MODES, ANCHORS, VARIANTS = (iaisreg.OPTIONS[k].choices for k in ("mode", "anchor", "variant"))
+COMBOS = [(m, a, v) for m in MODES for a in ANCHORS for v in VARIANTS]
 
 
 def _case(seed=0, b=3, h=2, n=7, dtype=torch.float64):
@@ -53,8 +54,8 @@ def test_empty_sample_has_zero_gradient():
     s, t, v, _ = _case(4, b=3)
     t[1] = False  # sample 1 has no text item
     v[2] = False  # sample 2 has no image item
-    for mode in iaisreg.MODES:
-        for variant in iaisreg.VARIANTS:
+    for mode in MODES:
+        for variant in VARIANTS:
             x = s.clone().requires_grad_(True)
             per = it.iais(x, text_mask=t, image_mask=v, mode=mode, anchor="both", variant=variant, reduction="none")
             per.sum().backward()
@@ -95,6 +96,8 @@ def test_module_and_schedule():
     torch.testing.assert_close(crit(s, text_mask=t, image_mask=v, step=50), base * np.exp(-2.5))
     torch.testing.assert_close(crit(s, text_mask=t, image_mask=v), base)
     assert "distributed" in repr(crit)
+    assert crit.options == {**option_defaults(), "mode": "distributed", "anchor": "L"}
+    assert signature_defaults(it.IAISLoss, iaisreg.OPTIONS) == option_defaults()
     with pytest.raises(ValueError, match="'mode' must be one of"):
         it.IAISLoss(mode="nope")
     with pytest.raises(ValueError, match="total_steps"):
@@ -113,7 +116,7 @@ def _compiled_case():
     return s, t, v
 
 
-@pytest.mark.parametrize("mode", iaisreg.MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_torch_compile_fullgraph(mode):
     torch._dynamo.reset()
     s, t, v = _compiled_case()

@@ -142,9 +142,10 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.iais not in IAIS_MODES:
             raise ValueError(f"iais must be one of {IAIS_MODES}, got {self.iais!r}")
-        if self.iais_variant not in iaisreg.VARIANTS:
-            raise ValueError(f"iais_variant must be one of {iaisreg.VARIANTS}, got {self.iais_variant!r}")
-        if self.iais_anchor not in ("policy",) + tuple(iaisreg.ANCHORS):
+        if self.iais_variant not in iaisreg.OPTIONS["variant"].choices:
+            raise ValueError(f"iais_variant must be one of {iaisreg.OPTIONS['variant'].choices}, "
+                             f"got {self.iais_variant!r}")
+        if self.iais_anchor not in ("policy",) + iaisreg.OPTIONS["anchor"].choices:
             raise ValueError(f"iais_anchor must be 'policy', 'V', 'L' or 'both', got {self.iais_anchor!r}")
         if self.iais_schedule not in iaisreg.SCHEDULES:
             raise ValueError(f"iais_schedule must be one of {iaisreg.SCHEDULES}, got {self.iais_schedule!r}")
