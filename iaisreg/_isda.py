@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Sequence
 
-from ._blocks import item_masks
+from ._blocks import block_softmax, resolve_items, widen
 from ._divergence import mkl_terms, safe_log
-from ._loss import block_probs
 from ._namespace import compute_dtype, get_namespace
 from ._ops import device_of
 from ._options import OPTIONS, resolve_options, takes_options
@@ -150,8 +149,8 @@ def isda(
     xp = get_namespace(scores, xp=xp)
     dt = compute_dtype(scores.dtype, xp, name="scores", func=func)
     dev = device_of(scores, xp)
-    items = item_masks(b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask,
-                       attention_mask=attention_mask, xp=xp, dev=dev, func=func)
+    items, _ = resolve_items(b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask,
+                             attention_mask=attention_mask, xp=xp, dev=dev, func=func)
     tg = groups_to_masks(text_groups, b, n, name="text_groups", xp=xp, dev=dev)
     ig = groups_to_masks(image_groups, b, n, name="image_groups", xp=xp, dev=dev)
     if shape_of(tg)[1] != shape_of(ig)[1]:
@@ -164,7 +163,7 @@ def isda(
     s = xp.astype(scores, dt)
     if s.ndim == 3:
         s = s[:, None, :, :]
-    p, _ = block_probs(s, items, heads=opts["heads"], inputs=opts["inputs"], xp=xp)
+    p = widen(*block_softmax(s, items, heads=opts["heads"], inputs=opts["inputs"], xp=xp), items, xp)
     obj_t = cps(p, tg, tg, xp)
     obj_v = cps(p, ig, ig, xp)
 

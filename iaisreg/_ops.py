@@ -19,7 +19,7 @@ from typing import Any, Callable, NamedTuple
 import array_api_compat
 
 __all__ = ["FRAMEWORKS", "framework_of_array", "private_namespace", "native", "device_of", "softmax",
-           "log_softmax", "take_along_axis"]
+           "log_softmax", "masked_log_softmax", "take_along_axis", "column_bias"]
 
 
 class Framework(NamedTuple):
@@ -157,3 +157,25 @@ def take_along_axis(x: Any, indices: Any, xp: Any, axis: int) -> Any:
     if fn is not None:
         return fn(x, indices, axis)
     return xp.take_along_axis(x, indices, axis=axis)
+
+
+#: added to the scores of columns outside a block; exp() of it is exactly 0
+#: in float32/float64 (16-bit inputs are computed in float32).
+_MASK_VALUE = -1e30
+
+
+def column_bias(cols: Any, dtype: Any, xp: Any) -> Any:
+    """``0`` on the columns in ``cols``, a huge negative number elsewhere:
+    ``softmax(s + column_bias(cols))`` is the row softmax over those columns
+    only (exact: the other terms are exactly 0)."""
+    zero = xp.zeros(cols.shape, dtype=dtype, device=device_of(cols, xp))
+    return xp.where(cols, zero, xp.asarray(_MASK_VALUE, dtype=dtype, device=device_of(cols, xp)))
+
+
+def masked_log_softmax(s: Any, cols: Any, xp: Any) -> tuple[Any, Any]:
+    """Row softmax of ``s`` ``(..., M)`` over the columns in ``cols`` (boolean,
+    broadcastable to ``s``) only: ``(log_p, p)``, both 0 outside those
+    columns; a row with no column in ``cols`` stays finite."""
+    zero = xp.zeros_like(s)
+    lp = log_softmax(s + column_bias(cols, s.dtype, xp), xp)
+    return xp.where(cols, lp, zero), xp.where(cols, xp.exp(lp), zero)
