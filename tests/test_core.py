@@ -376,20 +376,6 @@ def test_import_imports_no_framework():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_doctests():
-    import doctest
-
-    import iaisreg._blocks
-    import iaisreg._divergence
-    import iaisreg._isda
-    import iaisreg._loss
-    import iaisreg.schedules
-
-    for mod in (iaisreg._blocks, iaisreg._divergence, iaisreg._isda, iaisreg._loss, iaisreg.schedules):
-        res = doctest.testmod(mod)
-        assert res.failed == 0 and res.attempted > 0, mod.__name__
-
-
 # ---------------------------------------------------------------- static column spans (a speed hint)
 @pytest.mark.parametrize("mode,anchor,variant", COMBOS)
 def test_spans_give_the_same_loss(mode, anchor, variant):

@@ -39,13 +39,6 @@ def _case(seed=0, b=3, h=2, n=8):
     return s, roles
 
 
-def test_doctests():
-    import doctest
-
-    res = doctest.testmod(ij)
-    assert res.failed == 0 and res.attempted > 0
-
-
 def test_jit_with_static_argnames_matches_numpy():
     s, roles = _case()
     kw = dict(mode="distributed", anchor="both", variant="paper", heads="mean_scores", reduction="none")

@@ -116,16 +116,6 @@ def test_softmax_delegates_to_tf_nn():
 
 
 # ------------------------------------------------------------------ the functions
-def test_doctests():
-    import doctest
-
-    import iaisreg.tf._keras
-
-    for mod in (itf, iaisreg.tf._keras):
-        res = doctest.testmod(mod)
-        assert res.failed == 0 and res.attempted > 0, mod.__name__
-
-
 def test_tf_function_and_gradient_tape():
     s, roles = _case()
     kw = dict(mode="singular", anchor="both", variant="official", heads="per_head", reduction="none")

@@ -175,10 +175,3 @@ def test_score_capture_with_sdpa_model():
     model(torch.randint(0, 50, (1, 5)))
     cap.remove()
     assert cap.scores.shape == (1, 4, 5, 5) and torch.isfinite(cap.scores).all()
-
-
-def test_doctests():
-    import doctest
-
-    res = doctest.testmod(it)
-    assert res.failed == 0 and res.attempted > 0
