@@ -4,16 +4,20 @@ single-stream vision-language models, for any array-API library.
 Ren et al., "Learning Relation Alignment for Calibrated Cross-modal
 Retrieval", ACL-IJCNLP 2021.
 
+The public functions take arrays positionally, options by keyword, and an
+optional namespace ``xp``. :data:`OPTIONS` lists the string options of
+:func:`iais` (allowed values, default, meaning).
+
 This module imports no framework. Framework conveniences live in
 :mod:`iaisreg.torch`, :mod:`iaisreg.jax` and :mod:`iaisreg.tf`.
 """
 from __future__ import annotations
 
-from ._blocks import Items, block_log_softmax, item_masks, masks_from_lengths, two_block_log_softmax
+from ._blocks import Items, masks_from_lengths
 from ._divergence import m_kl
-from ._isda import IsdaResult, cps, isda
-from ._loss import ANCHORS, HEADS, INPUTS, MODES, REDUCTIONS, VARIANTS, block_probs, iais
-from ._mirror import distributed_mirror, mirror_index, singular_mirror
+from ._isda import IsdaResult, isda
+from ._loss import iais
+from ._options import OPTIONS
 from .schedules import (
     SCHEDULES,
     constant_schedule,
@@ -29,28 +33,15 @@ __all__ = [
     "iais",
     "isda",
     "m_kl",
-    "cps",
-    "IsdaResult",
-    "Items",
     "masks_from_lengths",
-    "item_masks",
-    "block_log_softmax",
-    "two_block_log_softmax",
-    "block_probs",
-    "mirror_index",
-    "singular_mirror",
-    "distributed_mirror",
     "exp_schedule",
     "linear_schedule",
     "log_schedule",
     "constant_schedule",
     "get_schedule",
     "SCHEDULES",
-    "MODES",
-    "ANCHORS",
-    "VARIANTS",
-    "HEADS",
-    "REDUCTIONS",
-    "INPUTS",
+    "Items",
+    "IsdaResult",
+    "OPTIONS",
     "__version__",
 ]

@@ -13,8 +13,8 @@ def main() -> None:
     scores = rng.normal(scale=2.0, size=(b, h, n, n))
     print(f"iaisreg {iaisreg.__version__}: IAIS on random scores, batch {b}, {h} heads, "
           f"{n_txt} text + {n_img} image items")
-    for mode in iaisreg.MODES:
-        for variant in iaisreg.VARIANTS:
+    for mode in iaisreg.OPTIONS["mode"].choices:
+        for variant in iaisreg.OPTIONS["variant"].choices:
             row = []
             for anchor in ("V", "L"):
                 loss = iaisreg.iais(scores, n_txt, mode=mode, anchor=anchor, variant=variant)

@@ -1,20 +1,21 @@
 """Which positions are linguistic (L) and visual (V) items, and the block
-partition of the score matrix (paper Eq. 6) with a masked block softmax.
+softmax of the score matrix (paper Eq. 6).
 
-Everything works on the full ``(N, N)`` matrix with boolean masks, so no
-shape depends on the data: no host synchronisation, and the same code runs
-under ``jax.jit``, ``tf.function`` and ``torch.compile``.
+Blocks are cut with boolean masks and static column spans, never by the
+data, so no shape depends on the values: no host synchronisation, and the
+same code runs under ``jax.jit``, ``tf.function`` and ``torch.compile``.
 """
 from __future__ import annotations
 
 import numbers
 from typing import Any, NamedTuple
 
-from ._namespace import device_of, is_host_concrete
-from ._ops import log_softmax, softmax
+from ._divergence import safe_log
+from ._namespace import get_namespace, is_host_concrete
+from ._ops import column_bias, device_of, masked_log_softmax, softmax
 from ._validate import check_int, dtype_name, shape_of
 
-__all__ = ["Items", "Spans", "item_masks", "resolve_items", "masks_from_lengths", "column_bias", "block_softmax", "two_block_log_softmax", "block_log_softmax"]
+__all__ = ["Items", "Spans", "resolve_items", "masks_from_lengths", "ColumnBlock", "block_softmax", "widen"]
 
 
 class Items(NamedTuple):
@@ -95,8 +96,6 @@ def masks_from_lengths(
     >>> t.astype(int).tolist(), v.astype(int).tolist()
     ([[0, 1, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0]], [[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1]])
     """
-    from ._namespace import get_namespace
-
     func = "masks_from_lengths"
     n = check_int("n", n, func=func, low=0)
     arrays = [a for a in (text_lengths, image_lengths, text_start, image_start) if hasattr(a, "shape")]
@@ -121,12 +120,6 @@ def masks_from_lengths(
     text = xp.broadcast_to(text, (b, n))
     image = xp.broadcast_to(image, (b, n))
     return Items(text, image)
-
-
-def item_masks(b: int, n: int, **kwargs: Any) -> Items:
-    """Resolve the ways of saying which positions are text and image items;
-    see :func:`resolve_items` (this returns only the masks)."""
-    return resolve_items(b, n, **kwargs)[0]
 
 
 def resolve_items(
@@ -228,52 +221,81 @@ def resolve_items(
     return Items(text, image), Spans(spans[0], spans[1])
 
 
-#: added to the scores of columns outside a block; exp() of it is exactly 0
-#: in float32/float64 (16-bit inputs are computed in float32).
-_MASK_VALUE = -1e30
 
 
-def column_bias(cols: Any, dtype: Any, xp: Any) -> Any:
-    """``0`` on the block's columns, a huge negative number elsewhere:
-    ``softmax(s + column_bias(cols))`` is the row softmax over the block's
-    columns only (exact: the masked terms are exactly 0)."""
-    zero = xp.zeros(cols.shape, dtype=dtype, device=device_of(cols, xp))
-    return xp.where(cols, zero, xp.asarray(_MASK_VALUE, dtype=dtype, device=device_of(cols, xp)))
+class ColumnBlock(NamedTuple):
+    """The block softmax over one modality's columns, for every row:
+    ``p``/``log_p`` ``(B, H', N, W)`` hold the row softmax over this modality's
+    items among the columns ``lo <= j < hi`` (``W = hi - lo``; 0 at other
+    columns). ``log_p`` is None when heads are averaged (logs are taken where
+    needed)."""
+
+    p: Any
+    log_p: Any
+    lo: int
+    hi: int
+
+    def rows(self, lo: int, hi: int, xp: Any) -> tuple[Any, Any]:
+        """``(p, log_p)`` of the rows ``lo <= i < hi``."""
+        p = self.p[..., lo:hi, :]
+        return p, (safe_log(p, xp) if self.log_p is None else self.log_p[..., lo:hi, :])
 
 
-def block_softmax(s: Any, cols: Any, xp: Any) -> Any:
-    """Row softmax of ``s`` ``(..., N, N)`` over the columns in ``cols``
-    (boolean, broadcastable to ``(..., 1, N)``). Columns outside the block
-    get 0 when the block is non-empty; a row whose block is empty gets a
-    finite uniform row (callers mask it)."""
-    return softmax(s + column_bias(cols, s.dtype, xp), xp)
+def block_softmax(s: Any, items: Items, *, heads: str, inputs: str, spans: Spans = Spans(),
+                  xp: Any) -> tuple[ColumnBlock, ColumnBlock]:
+    """Block softmax (paper Eq. 6): ``sigma(S_xy)``, the row softmax over the
+    columns of one modality only, for the text columns (``S_LL``, ``S_VL``)
+    and the image columns (``S_LV``, ``S_VV``) at once.
 
+    ``s``: ``(B, H, N, N)`` scores (or probabilities with ``inputs="probs"``,
+    logged first: inside a block the result is the same). ``heads``:
+    ``"mean_probs"`` averages the block probabilities over heads,
+    ``"mean_scores"`` the scores before the softmax, ``"per_head"`` keeps
+    every head (``H' = 1`` or ``H``). Each block reads only its column span
+    (all ``N`` columns without a hint). Returns ``(text, image)``
+    :class:`ColumnBlock`\\ s; rows are still every position (mask them).
 
-def two_block_log_softmax(s: Any, col_a: Any, col_b: Any, xp: Any) -> tuple[Any, Any]:
-    """Row softmax of ``s`` restricted to the columns of group ``a`` and,
-    separately, of group ``b`` (the two column blocks of paper Eq. 6).
-
-    ``s``: ``(..., N, N)``; ``col_a``, ``col_b``: disjoint boolean column masks
-    broadcastable to ``s`` (``(..., 1, N)``). Returns ``(log_p, p)``: at a
-    column of group ``a``, ``log_p``/``p`` are the log-probability/probability
-    within group ``a`` (likewise ``b``); at columns in neither group ``p`` is 0
-    and ``log_p`` is 0. Each group is normalised on its own, so the result is
-    exact even when the two groups' scores are far apart; a row whose group is
-    empty stays finite.
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> items = Items(np.array([[True, True, False]]), np.array([[False, False, True]]))
+    >>> text, image = block_softmax(np.zeros((1, 1, 3, 3)), items, heads="per_head", inputs="scores", xp=xp)
+    >>> text.p[0, 0].tolist(), image.p[0, 0, 0].tolist()
+    ([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.5, 0.5, 0.0]], [0.0, 0.0, 1.0])
     """
-    zero = xp.zeros_like(s)
-    la = log_softmax(s + column_bias(col_a, s.dtype, xp), xp)
-    lb = log_softmax(s + column_bias(col_b, s.dtype, xp), xp)
-    log_p = xp.where(col_a, la, xp.where(col_b, lb, zero))
-    p = xp.where(col_a | col_b, xp.exp(log_p), zero)
-    return log_p, p
+    if inputs == "probs":
+        s = safe_log(s, xp)
+    if heads == "mean_scores":
+        s = xp.mean(s, axis=1, keepdims=True)
+    n = s.shape[-1]
+    out = []
+    for mask, span in ((items.text, spans.text), (items.image, spans.image)):
+        lo, hi = span if span is not None else (0, n)
+        cols = mask[:, None, None, lo:hi]
+        if heads == "mean_probs":
+            p = softmax(s[..., lo:hi] + column_bias(cols, s.dtype, xp), xp)
+            out.append(ColumnBlock(xp.mean(p, axis=1, keepdims=True), None, lo, hi))
+        else:
+            log_p, p = masked_log_softmax(s[..., lo:hi], cols, xp)
+            out.append(ColumnBlock(p, log_p, lo, hi))
+    return out[0], out[1]
 
 
-def block_log_softmax(s: Any, cols: Any, xp: Any) -> tuple[Any, Any]:
-    """Row softmax of ``s`` over the columns in ``cols`` only: ``(log_p, p)``,
-    both 0 outside the block; see :func:`two_block_log_softmax`."""
-    zero = xp.zeros_like(s)
-    lp = log_softmax(s + column_bias(cols, s.dtype, xp), xp)
-    log_p = xp.where(cols, lp, zero)
-    p = xp.where(cols, xp.exp(lp), zero)
-    return log_p, p
+def widen(text: ColumnBlock, image: ColumnBlock, items: Items, xp: Any) -> Any:
+    """The probabilities of the two column blocks of :func:`block_softmax` as
+    one full-width ``(B, H', N, N)`` array: text columns normalised over the
+    text items, image columns over the image items, other columns 0."""
+    n = items.text.shape[-1]
+
+    def pad(x: Any, g: ColumnBlock) -> Any:
+        head = tuple(x.shape[:-1])
+        pieces = []
+        if g.lo > 0:
+            pieces.append(xp.zeros(head + (g.lo,), dtype=x.dtype, device=device_of(x, xp)))
+        pieces.append(x)
+        if g.hi < n:
+            pieces.append(xp.zeros(head + (n - g.hi,), dtype=x.dtype, device=device_of(x, xp)))
+        return xp.concat(pieces, axis=-1) if len(pieces) > 1 else x
+
+    p_t = pad(text.p, text)
+    zero = xp.zeros_like(p_t)
+    return xp.where(items.text[:, None, None, :], p_t,
+                    xp.where(items.image[:, None, None, :], pad(image.p, image), zero))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._namespace import compute_dtype, device_of, get_namespace
+from ._namespace import compute_dtype, get_namespace
+from ._ops import device_of
 from ._validate import dtype_name, shape_of
 
 __all__ = ["m_kl", "safe_log", "xlogx", "mkl_terms", "official_distributed_terms"]

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Sequence
 
-from ._blocks import item_masks
+from ._blocks import block_softmax, resolve_items, widen
 from ._divergence import mkl_terms, safe_log
-from ._loss import block_probs
-from ._namespace import compute_dtype, device_of, get_namespace
-from ._validate import check_option, check_scores, dtype_name, shape_of
+from ._namespace import compute_dtype, get_namespace
+from ._ops import device_of
+from ._options import OPTIONS, resolve_options, takes_options
+from ._validate import check_scores, dtype_name, shape_of
 
-__all__ = ["isda", "cps", "IsdaResult", "groups_to_masks"]
+__all__ = ["isda", "cps", "IsdaResult", "groups_to_masks", "ISDA_OPTIONS"]
+
+#: the options :func:`isda` shares with :func:`iaisreg.iais`: no ``"auto"``
+#: heads (ISDa has no variant), and per-sample values by default.
+ISDA_OPTIONS = {
+    "heads": OPTIONS["heads"].narrowed("mean_probs", exclude=("auto",)),
+    "inputs": OPTIONS["inputs"],
+    "reduction": OPTIONS["reduction"].narrowed("none"),
+}
 
 
 class IsdaResult(NamedTuple):
@@ -88,6 +97,7 @@ def cps(p: Any, row_groups: Any, col_groups: Any, xp: Any) -> Any:
     return total / xp.maximum(rows, one)
 
 
+@takes_options(ISDA_OPTIONS)
 def isda(
     scores: Any,
     text_groups: Any,
@@ -97,11 +107,9 @@ def isda(
     text_mask: Any = None,
     image_mask: Any = None,
     attention_mask: Any = None,
-    heads: str = "mean_probs",
-    inputs: str = "scores",
-    reduction: str = "none",
     return_matrices: bool = False,
     xp: Any = None,
+    **options: str,
 ) -> Any:
     """ISDa (paper Eq. 9): m-KL between the object-level linguistic and visual
     self-attention matrices.
@@ -123,8 +131,10 @@ def isda(
             items are ignored. Objects with no token or no region are skipped.
         n_text, text_mask, image_mask, attention_mask: which positions are
             text/image items, as for :func:`iaisreg.iais`.
-        reduction: ``"none"`` -> ``(B,)`` (default), ``"mean"`` or ``"sum"``.
         return_matrices: also return the object-level matrices.
+        heads, inputs, reduction: as for :func:`iaisreg.iais`, except that
+            ``heads`` has no ``"auto"`` (default ``"mean_probs"``) and
+            ``reduction`` defaults to ``"none"`` -> ``(B,)``.
 
     A sample with fewer than one object present in both modalities has ISDa 0.
 
@@ -134,15 +144,13 @@ def isda(
     0.0
     """
     func = "isda"
-    check_option("heads", heads, ("mean_probs", "per_head", "mean_scores"), func=func)
-    check_option("inputs", inputs, ("scores", "probs"), func=func)
-    check_option("reduction", reduction, ("none", "mean", "sum"), func=func)
+    opts = resolve_options(func, options, ISDA_OPTIONS)
     b, _, n = check_scores(scores, func=func, name="scores")
     xp = get_namespace(scores, xp=xp)
     dt = compute_dtype(scores.dtype, xp, name="scores", func=func)
     dev = device_of(scores, xp)
-    items = item_masks(b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask,
-                       attention_mask=attention_mask, xp=xp, dev=dev, func=func)
+    items, _ = resolve_items(b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask,
+                             attention_mask=attention_mask, xp=xp, dev=dev, func=func)
     tg = groups_to_masks(text_groups, b, n, name="text_groups", xp=xp, dev=dev)
     ig = groups_to_masks(image_groups, b, n, name="image_groups", xp=xp, dev=dev)
     if shape_of(tg)[1] != shape_of(ig)[1]:
@@ -155,7 +163,7 @@ def isda(
     s = xp.astype(scores, dt)
     if s.ndim == 3:
         s = s[:, None, :, :]
-    p, _ = block_probs(s, items, heads=heads, inputs=inputs, xp=xp)
+    p = widen(*block_softmax(s, items, heads=opts["heads"], inputs=opts["inputs"], xp=xp), items, xp)
     obj_t = cps(p, tg, tg, xp)
     obj_v = cps(p, ig, ig, xp)
 
@@ -172,9 +180,9 @@ def isda(
     obj_v = normalise(obj_v)
     per = mkl_terms(obj_t, safe_log(obj_t, xp), obj_v, safe_log(obj_v, xp), pair, xp)
     per = xp.mean(per, axis=1)
-    if reduction == "mean":
+    if opts["reduction"] == "mean":
         value = xp.mean(per)
-    elif reduction == "sum":
+    elif opts["reduction"] == "sum":
         value = xp.sum(per)
     else:
         value = per

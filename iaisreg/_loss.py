@@ -1,119 +1,104 @@
-"""The IAIS regularizer (paper Eq. 11 and 13) in both the authors' code's
-form (``variant="official"``) and the printed equations' (``variant="paper"``)."""
+"""The IAIS regularizer: the singular loss (paper Eq. 10-11) and the
+distributed loss (Eq. 12-13), each in the authors' code's form
+(``variant="official"``) and the printed equations' (``variant="paper"``);
+:func:`iais` picks one by ``mode``."""
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._blocks import Items, Spans, column_bias, resolve_items
+from ._blocks import ColumnBlock, block_softmax, resolve_items
 from ._divergence import mkl_terms, official_distributed_terms, safe_log
 from ._mirror import distributed_mirror, singular_target
-from ._namespace import compute_dtype, device_of, get_namespace
-from ._ops import log_softmax, softmax
-from ._validate import check_option, check_scores
+from ._namespace import compute_dtype, get_namespace
+from ._ops import device_of
+from ._options import resolve_options, takes_options
+from ._validate import check_scores
 
-__all__ = ["iais", "OPTIONS", "check_options", "MODES", "ANCHORS", "VARIANTS", "HEADS", "REDUCTIONS", "INPUTS", "resolve_heads"]
-
-MODES = ("singular", "distributed")
-ANCHORS = ("V", "L", "both")
-VARIANTS = ("official", "paper")
-HEADS = ("auto", "mean_probs", "per_head", "mean_scores")
-REDUCTIONS = ("mean", "sum", "none")
-INPUTS = ("scores", "probs")
-
-#: every string option of :func:`iais` and its allowed values
-OPTIONS = {"mode": MODES, "anchor": ANCHORS, "variant": VARIANTS, "heads": HEADS, "reduction": REDUCTIONS,
-           "inputs": INPUTS}
+__all__ = ["iais", "singular_loss", "distributed_loss"]
 
 
-def check_options(func: str, **values: Any) -> None:
-    """Check string options against :data:`OPTIONS` (``ValueError`` naming the
-    argument, the allowed values and what was received)."""
-    for name, value in values.items():
-        check_option(name, value, OPTIONS[name], func=func)
+class _AnchorBlocks(NamedTuple):
+    """What one anchor's loss reads from the two column blocks: the anchor's
+    self-attention ``p_aa``/``log_p_aa`` ``(B, H', A, A)`` and cross block
+    ``p_ao`` ``(B, H', A, O)``, and the item masks of the anchor (``a_*``) and
+    the other modality (``o_*``) as rows ``(B, 1, ., 1)`` and columns
+    ``(B, 1, 1, .)``; ``pair``: (anchor item, anchor item) entries."""
+
+    p_aa: Any
+    log_p_aa: Any
+    p_ao: Any
+    a_row: Any
+    a_col: Any
+    o_row: Any
+    o_col: Any
+    pair: Any
 
 
-def resolve_heads(heads: str, variant: str) -> str:
-    if heads == "auto":
-        return "mean_probs" if variant == "official" else "per_head"
-    return heads
-
-
-class _Group(NamedTuple):
-    """One modality's column block for every row: ``p``/``log_p`` ``(B, H', N, W)``
-    hold the row softmax over this group's columns ``lo <= j < hi`` (``W = hi - lo``).
-    ``log_p`` is None when heads are averaged (logs are taken where needed)."""
-
-    p: Any
-    log_p: Any
-    lo: int
-    hi: int
-
-    def rows(self, lo: int, hi: int, xp: Any) -> tuple[Any, Any]:
-        """``(p, log_p)`` of the rows ``lo <= i < hi``."""
-        p = self.p[..., lo:hi, :]
-        return p, (safe_log(p, xp) if self.log_p is None else self.log_p[..., lo:hi, :])
-
-
-def _group_blocks(s: Any, items: Items, spans: Spans, *, heads: str, inputs: str, xp: Any) -> tuple[_Group, _Group]:
-    """The text-column and image-column block softmaxes of ``s`` ``(B, H, N, N)``
-    (paper Eq. 6), each computed over its static column span only."""
-    if inputs == "probs":
-        s = safe_log(s, xp)
-    if heads == "mean_scores":
-        s = xp.mean(s, axis=1, keepdims=True)
-    n = s.shape[-1]
-    out = []
-    for mask, span in ((items.text, spans.text), (items.image, spans.image)):
-        lo, hi = span if span is not None else (0, n)
-        cols = mask[:, None, None, lo:hi]
-        x = s[..., lo:hi] + column_bias(cols, s.dtype, xp)
-        if heads == "mean_probs":
-            out.append(_Group(xp.mean(softmax(x, xp), axis=1, keepdims=True), None, lo, hi))
-        else:
-            raw = log_softmax(x, xp)
-            zero = xp.zeros_like(raw)
-            out.append(_Group(xp.where(cols, xp.exp(raw), zero), xp.where(cols, raw, zero), lo, hi))
-    return out[0], out[1]
-
-
-def _anchor_loss(a: _Group, o: _Group, anchor: Any, other: Any, *, mode: str, variant: str, xp: Any) -> Any:
-    """Per-sample loss for one anchor. ``a``/``o``: the anchor's and the other
-    modality's column blocks; ``anchor``/``other``: ``(B, N)`` item masks.
-    Works on the ``(A, A)``, ``(A, O)``, ``(O, A)`` and ``(O, O)`` sub-blocks of
-    the two spans. Returns ``(B,)``."""
+def _anchor_blocks(a: ColumnBlock, o: ColumnBlock, anchor: Any, other: Any, xp: Any) -> _AnchorBlocks:
     am, om = anchor[:, a.lo:a.hi], other[:, o.lo:o.hi]
     a_row, a_col = am[:, None, :, None], am[:, None, None, :]
     o_row, o_col = om[:, None, :, None], om[:, None, None, :]
-    pair = a_row & a_col
     p_aa, log_p_aa = a.rows(a.lo, a.hi, xp)
-    p_ao = o.p[..., a.lo:a.hi, :]
-    if mode == "singular":
-        # official: mirror the head-averaged probabilities, then softmax them;
-        # paper: mirror the scores (log-probabilities differ from the scores by a
-        # per-row constant, which the row softmax removes).
-        if variant == "official":
-            source = o.p[..., o.lo:o.hi, :]
-        else:
-            source = o.rows(o.lo, o.hi, xp)[1]
-        log_q, q = singular_target(source, p_ao, a_col, o_col, xp)
-        per = mkl_terms(p_aa, log_p_aa, q, log_q, pair, xp)
-    else:
-        q = distributed_mirror(p_ao, a.p[..., o.lo:o.hi, :], a_row, a_col, o_row, o_col, xp)
-        if variant == "official":
-            per = official_distributed_terms(p_aa, log_p_aa, q, pair, xp)
-        else:
-            per = mkl_terms(p_aa, log_p_aa, q, safe_log(q, xp), pair, xp)
-    dt = p_aa.dtype
+    return _AnchorBlocks(p_aa, log_p_aa, o.p[..., a.lo:a.hi, :], a_row, a_col, o_row, o_col, a_row & a_col)
+
+
+def _per_sample(per: Any, anchor: Any, other: Any, *, variant: str, xp: Any) -> Any:
+    """``(B, H')`` divergences -> ``(B,)``: mean over heads, divided by the
+    anchor item count for the official variant (``KLDivLoss(reduction=
+    "batchmean")``), 0 for a sample without text or without image items."""
+    dt = per.dtype
     n_a = xp.sum(xp.astype(anchor, dt), axis=-1)
     n_o = xp.sum(xp.astype(other, dt), axis=-1)
     per = xp.mean(per, axis=1)  # over heads (a single slot when heads are averaged)
-    if variant == "official":  # KLDivLoss(reduction="batchmean") divides by the row count
-        one = xp.asarray(1.0, dtype=dt, device=device_of(p_aa, xp))
+    if variant == "official":
+        one = xp.asarray(1.0, dtype=dt, device=device_of(per, xp))
         per = per / xp.maximum(n_a, one)
     valid = (n_a > 0) & (n_o > 0)
     return xp.where(valid, per, xp.zeros_like(per))
 
 
+def singular_loss(a: ColumnBlock, o: ColumnBlock, anchor: Any, other: Any, *, variant: str, xp: Any) -> Any:
+    """The singular IAIS loss (paper Eq. 11, with the mirror of Eq. 10 /
+    Alg. 2): the divergence between the anchor's self-attention ``P_aa`` and
+    ``softmax_row(M)``, ``M[i, j] = X_oo[i*, j*]`` with ``i* = argmax_j X_ao[i, j]``.
+
+    ``a``/``o``: the anchor's and the other modality's column blocks of
+    :func:`~iaisreg._blocks.block_softmax`; ``anchor``/``other``: ``(B, N)``
+    item masks. ``variant="official"``: ``X`` are the head-averaged
+    probabilities, the divergence is the authors' two ``KLDivLoss(reduction=
+    "batchmean")`` terms; ``"paper"``: ``X`` are the scores (read as block
+    log-probabilities, which differ from them by a per-row constant that the
+    row softmax removes), the divergence is m-KL (Eq. 8). Returns ``(B,)``.
+    """
+    blk = _anchor_blocks(a, o, anchor, other, xp)
+    source = o.p[..., o.lo:o.hi, :] if variant == "official" else o.rows(o.lo, o.hi, xp)[1]
+    log_q, q = singular_target(source, blk.p_ao, blk.a_col, blk.o_col, xp)
+    per = mkl_terms(blk.p_aa, blk.log_p_aa, q, log_q, blk.pair, xp)
+    return _per_sample(per, anchor, other, variant=variant, xp=xp)
+
+
+def distributed_loss(a: ColumnBlock, o: ColumnBlock, anchor: Any, other: Any, *, variant: str, xp: Any) -> Any:
+    """The distributed IAIS loss (paper Eq. 13, with the mirror of Eq. 12):
+    the divergence between the anchor's self-attention ``P_aa`` and
+    ``Q = P_ao @ P_oa``, attention to the other modality and back.
+
+    Arguments as :func:`singular_loss`. ``variant="official"``: the authors'
+    ``KLDivLoss(reduction="batchmean")`` pair with ``log(x + 1e-6)`` on the
+    input side; ``"paper"``: m-KL (Eq. 8) with exact logs. Returns ``(B,)``.
+    """
+    blk = _anchor_blocks(a, o, anchor, other, xp)
+    q = distributed_mirror(blk.p_ao, a.p[..., o.lo:o.hi, :], blk.a_row, blk.a_col, blk.o_row, blk.o_col, xp)
+    if variant == "official":
+        per = official_distributed_terms(blk.p_aa, blk.log_p_aa, q, blk.pair, xp)
+    else:
+        per = mkl_terms(blk.p_aa, blk.log_p_aa, q, safe_log(q, xp), blk.pair, xp)
+    return _per_sample(per, anchor, other, variant=variant, xp=xp)
+
+
+_LOSSES = {"singular": singular_loss, "distributed": distributed_loss}
+
+
+@takes_options()
 def iais(
     attn: Any,
     n_text: Any = None,
@@ -121,16 +106,11 @@ def iais(
     text_mask: Any = None,
     image_mask: Any = None,
     attention_mask: Any = None,
-    mode: str = "singular",
-    anchor: str = "V",
-    variant: str = "official",
-    heads: str = "auto",
-    reduction: str = "mean",
-    inputs: str = "scores",
     check_overlap: bool | None = None,
     text_span: tuple[int, int] | None = None,
     image_span: tuple[int, int] | None = None,
     xp: Any = None,
+    **options: str,
 ) -> Any:
     """IAIS relation-alignment loss (paper Eq. 11 singular / Eq. 13 distributed).
 
@@ -147,24 +127,28 @@ def iais(
             in the middle, excluded ``[CLS]``/``[SEP]``). Must not overlap
             (checked when the values are on the host).
         attention_mask: ``(B, N)`` valid positions; padding belongs to no block.
-        mode: ``"singular"`` (argmax mirror, Eq. 10-11) or ``"distributed"``
-            (``P_ao @ P_oa``, Eq. 12-13).
-        anchor: ``"V"`` (visual self-attention vs the mirror built from text),
-            ``"L"`` (the reverse) or ``"both"`` (their sum).
-        variant: ``"official"`` (the authors' code, default) or ``"paper"``
-            (the printed equations); see ``docs/semantics.md``.
-        heads: ``"auto"`` (official: ``"mean_probs"``; paper: ``"per_head"``),
-            ``"mean_probs"`` (average the block probabilities over heads),
-            ``"per_head"`` (loss per head, then mean), ``"mean_scores"``
-            (average the scores over heads first).
-        reduction: ``"mean"`` over samples, ``"sum"``, or ``"none"`` -> ``(B,)``.
-        inputs: ``"scores"`` or ``"probs"``.
         text_span, image_span: optional static ``(lo, hi)`` column ranges that
             hold every text / image item of every sample (e.g. the authors'
             layout: ``(1, max_tl - 1)`` and ``(max_tl, N)``). A speed hint:
             the block softmax then reads only those columns. Checked when the
             masks are on the host; under ``jit``/``compile`` it is a promise.
             Set automatically for an int ``n_text``.
+        mode, anchor, variant, heads, reduction, inputs: the options of
+            :data:`iaisreg.OPTIONS` (defaults there):
+
+            * ``mode``: ``"singular"`` (argmax mirror, Eq. 10-11) or
+              ``"distributed"`` (``P_ao @ P_oa``, Eq. 12-13);
+            * ``anchor``: ``"V"`` (visual self-attention vs the mirror built
+              from text), ``"L"`` (the reverse) or ``"both"`` (their sum);
+            * ``variant``: ``"official"`` (the authors' code, default) or
+              ``"paper"`` (the printed equations); see ``docs/semantics.md``;
+            * ``heads``: ``"auto"`` (official: ``"mean_probs"``; paper:
+              ``"per_head"``), ``"mean_probs"`` (average the block
+              probabilities over heads), ``"per_head"`` (loss per head, then
+              mean), ``"mean_scores"`` (average the scores over heads first);
+            * ``reduction``: ``"mean"`` over samples, ``"sum"``, or
+              ``"none"`` -> ``(B,)``;
+            * ``inputs``: ``"scores"`` or ``"probs"``.
 
     Returns:
         The loss: a scalar, or ``(B,)`` for ``reduction="none"``, in the
@@ -186,7 +170,7 @@ def iais(
     ((), True)
     """
     func = "iais"
-    check_options(func, mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction, inputs=inputs)
+    opts = resolve_options(func, options)
     b, _, n = check_scores(attn, func=func)
     xp = get_namespace(attn, xp=xp)
     dt = compute_dtype(attn.dtype, xp, name="attn")
@@ -198,52 +182,17 @@ def iais(
     s = xp.astype(attn, dt)
     if s.ndim == 3:
         s = s[:, None, :, :]
-    return _iais_from_scores(s, items, mode=mode, anchor=anchor, variant=variant, heads=heads,
-                             reduction=reduction, inputs=inputs, xp=xp, spans=spans)
-
-
-def block_probs(s: Any, items: Items, *, heads: str, inputs: str, xp: Any,
-                spans: Spans = Spans()) -> tuple[Any, Any]:
-    """Block softmaxes of ``s`` ``(B, H, N, N)`` as full-width arrays: ``(p, log_p)``
-    of shape ``(B, H', N, N)`` (``H' = 1`` when heads are averaged); text columns
-    are normalised over the text items, image columns over the image items,
-    other columns are 0."""
-    text, image = _group_blocks(s, items, spans, heads=heads, inputs=inputs, xp=xp)
-    n = s.shape[-1]
-    t_col = items.text[:, None, None, :]
-    v_col = items.image[:, None, None, :]
-
-    def widen(x: Any, g: _Group) -> Any:
-        head = tuple(x.shape[:-1])
-        pieces = []
-        if g.lo > 0:
-            pieces.append(xp.zeros(head + (g.lo,), dtype=x.dtype, device=device_of(x, xp)))
-        pieces.append(x)
-        if g.hi < n:
-            pieces.append(xp.zeros(head + (n - g.hi,), dtype=x.dtype, device=device_of(x, xp)))
-        return xp.concat(pieces, axis=-1) if len(pieces) > 1 else x
-
-    p_t = widen(text.p, text)
-    zero = xp.zeros_like(p_t)
-    p = xp.where(t_col, p_t, xp.where(v_col, widen(image.p, image), zero))
-    if text.log_p is None:
-        return p, safe_log(p, xp)
-    log_p = xp.where(t_col, widen(text.log_p, text), xp.where(v_col, widen(image.log_p, image), zero))
-    return p, log_p
-
-
-def _iais_from_scores(s: Any, items: Items, *, mode: str, anchor: str, variant: str, heads: str,
-                      reduction: str, inputs: str, xp: Any, spans: Spans = Spans()) -> Any:
-    heads = resolve_heads(heads, variant)
-    text, image = _group_blocks(s, items, spans, heads=heads, inputs=inputs, xp=xp)
+    variant, heads = opts["variant"], opts["heads"]
+    if heads == "auto":
+        heads = "mean_probs" if variant == "official" else "per_head"
+    text, image = block_softmax(s, items, heads=heads, inputs=opts["inputs"], spans=spans, xp=xp)
+    loss = _LOSSES[opts["mode"]]
     per = None
-    if anchor in ("V", "both"):
-        per = _anchor_loss(image, text, items.image, items.text, mode=mode, variant=variant, xp=xp)
-    if anchor in ("L", "both"):
-        loss_l = _anchor_loss(text, image, items.text, items.image, mode=mode, variant=variant, xp=xp)
+    if opts["anchor"] in ("V", "both"):
+        per = loss(image, text, items.image, items.text, variant=variant, xp=xp)
+    if opts["anchor"] in ("L", "both"):
+        loss_l = loss(text, image, items.text, items.image, variant=variant, xp=xp)
         per = loss_l if per is None else per + loss_l
-    if reduction == "none":
+    if opts["reduction"] == "none":
         return per
-    if reduction == "sum":
-        return xp.sum(per)
-    return xp.mean(per)
+    return xp.sum(per) if opts["reduction"] == "sum" else xp.mean(per)

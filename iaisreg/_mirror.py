@@ -1,25 +1,23 @@
 """The mirrored intra-modal attention built from the other modality:
 singular (paper Eq. 10, Alg. 2) and distributed (paper Eq. 12).
 
-Arrays are full ``(..., N, N)`` matrices; rows/columns outside a block are
-masked, never sliced, so every shape is static."""
+Arrays are the static sub-blocks of the column spans; rows/columns outside
+the items are masked, never cut out by value, so every shape is static."""
 from __future__ import annotations
 
 from typing import Any
 
-from ._blocks import block_log_softmax
-from ._divergence import safe_log
-from ._namespace import device_of
-from ._ops import take_along_axis
+from ._ops import device_of, masked_log_softmax, take_along_axis
 
 __all__ = ["mirror_index", "singular_mirror", "distributed_mirror", "singular_target"]
 
 
 def mirror_index(p_ao: Any, other_cols: Any, xp: Any) -> Any:
     """``i* = argmax_j P_ao[i, j]`` over the other modality's columns (Alg. 2,
-    line 3). ``p_ao``: ``(..., N, N)`` probabilities (or scores); returns
-    ``(..., N)`` integer positions. Ties go to the first position. The argmax
-    carries no gradient; for rows outside the anchor the value is unused."""
+    line 3). ``p_ao``: ``(..., A, O)`` probabilities (or scores) of the cross
+    block; returns ``(..., A)`` integer positions in ``[0, O)``. Ties go to the
+    first position. The argmax carries no gradient; for rows outside the anchor
+    items the value is unused."""
     low = xp.asarray(float(xp.finfo(p_ao.dtype).min), dtype=p_ao.dtype, device=device_of(p_ao, xp))
     return xp.argmax(xp.where(other_cols, p_ao, low), axis=-1)
 
@@ -41,12 +39,14 @@ def singular_mirror(source: Any, idx: Any, xp: Any) -> Any:
 
 
 def singular_target(source: Any, p_ao: Any, anchor_cols: Any, other_cols: Any, xp: Any) -> tuple[Any, Any]:
-    """Singular alignment target ``softmax_row(M)`` over the anchor columns,
-    with ``M`` from :func:`singular_mirror` (``source``: the other modality's
-    ``(O, O)`` block; ``p_ao``: the ``(A, O)`` cross block). Returns ``(log_q, q)``."""
+    """The singular target of Eq. 11, ``softmax_row(M)`` over the anchor
+    columns, with ``M`` the mirror of :func:`singular_mirror` at the argmax
+    positions of :func:`mirror_index` (``source``: the other modality's
+    ``(..., O, O)`` block; ``p_ao``: the ``(..., A, O)`` cross block). Returns
+    ``(log_q, q)``, both ``(..., A, A)``."""
     idx = mirror_index(p_ao, other_cols, xp)
     m = singular_mirror(source, idx, xp)
-    return block_log_softmax(m, anchor_cols, xp)
+    return masked_log_softmax(m, anchor_cols, xp)
 
 
 def distributed_mirror(p_ao: Any, p_oa: Any, anchor_rows: Any, anchor_cols: Any, other_rows: Any, other_cols: Any,

@@ -1,36 +1,141 @@
-"""A small delegation layer: the generic array-API form of an operation by
-default, a framework's native fused kernel where one exists (PyTorch, JAX,
-TensorFlow). Frameworks are recognised from the namespace, never imported
-unless the input already belongs to them."""
+"""Which framework an array or a namespace belongs to, and the delegation
+layer: the generic array-API form of an operation by default, a framework's
+native op where one exists.
+
+One registry, :data:`FRAMEWORKS`, holds for PyTorch, JAX and TensorFlow the
+same four things: how to recognise the framework's arrays and its namespace,
+a private namespace when array-api-compat does not cover it (TensorFlow), and
+a table of native ops (``softmax``, ``log_softmax``, ``take_along_axis``,
+``device``, ``host_concrete``; any may be missing). A framework is consulted
+only when it is already in ``sys.modules`` (otherwise no array of it can
+exist), so importing :mod:`iaisreg` never imports one.
+"""
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import sys
+from typing import Any, Callable, NamedTuple
 
 import array_api_compat
 
-__all__ = ["softmax", "log_softmax", "take_along_axis"]
+__all__ = ["FRAMEWORKS", "framework_of_array", "private_namespace", "native", "device_of", "softmax",
+           "log_softmax", "masked_log_softmax", "take_along_axis", "column_bias"]
 
 
-def _native(xp: Any, name: str) -> Any:
-    fn = getattr(xp, "_iaisreg_" + name, None)  # private namespaces (TensorFlow) provide their own
-    if fn is not None:
-        return fn
-    if array_api_compat.is_torch_namespace(xp):
-        import torch
+class Framework(NamedTuple):
+    """What the core knows about one framework. ``module`` is its top-level
+    module; the functions receive that (already imported) module."""
 
-        return (lambda x, axis: torch.softmax(x, dim=axis)) if name == "softmax" else (
-            lambda x, axis: torch.log_softmax(x, dim=axis))
-    if array_api_compat.is_jax_namespace(xp):
-        import jax
+    module: str
+    owns: Callable[[Any, Any], bool]  # (module, x): is x an array of this framework?
+    is_namespace: Callable[[Any], bool]  # (xp): is xp this framework's namespace?
+    ops: Callable[[Any], dict]  # (module) -> {name: native op}
+    namespace: str | None = None  # a private namespace module, for frameworks array-api-compat does not cover
 
-        return (lambda x, axis: jax.nn.softmax(x, axis=axis)) if name == "softmax" else (
-            lambda x, axis: jax.nn.log_softmax(x, axis=axis))
+
+def _torch_host_concrete(x: Any) -> bool:
+    torch = sys.modules["torch"]
+    try:
+        compiling = torch.compiler.is_compiling()
+    except AttributeError:  # pragma: no cover - old torch
+        compiling = False
+    return (not compiling) and x.device.type == "cpu" and not getattr(x, "is_meta", False) and type(x) is torch.Tensor
+
+
+def _torch_ops(torch: Any) -> dict:
+    return {
+        "softmax": lambda x, axis: torch.softmax(x, dim=axis),
+        "log_softmax": lambda x, axis: torch.log_softmax(x, dim=axis),
+        # torch.gather directly, skipping array-api-compat's index normalisation
+        "take_along_axis": lambda x, indices, axis: torch.gather(x, axis, indices),
+        "host_concrete": _torch_host_concrete,
+    }
+
+
+def _jax_host_concrete(x: Any) -> bool:
+    if isinstance(x, sys.modules["jax"].core.Tracer):
+        return False
+    try:
+        return all(d.platform == "cpu" for d in x.devices())
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _jax_ops(jax: Any) -> dict:
+    return {
+        "softmax": lambda x, axis: jax.nn.softmax(x, axis=axis),
+        "log_softmax": lambda x, axis: jax.nn.log_softmax(x, axis=axis),
+        "host_concrete": _jax_host_concrete,
+    }
+
+
+def _tf_ops(tf: Any) -> dict:
+    return {
+        "softmax": lambda x, axis: tf.nn.softmax(x, axis=axis),
+        "log_softmax": lambda x, axis: tf.nn.log_softmax(x, axis=axis),
+        # "" for symbolic tensors inside tf.function, where TensorFlow's placer decides
+        "device": lambda x: getattr(x, "device", "") or "",
+        "host_concrete": lambda x: tf.executing_eagerly() and "CPU" in (x.device or "CPU").upper(),
+    }
+
+
+FRAMEWORKS: dict[str, Framework] = {
+    "torch": Framework("torch", lambda torch, x: type(x).__module__.startswith("torch"),
+                       array_api_compat.is_torch_namespace, _torch_ops),
+    "jax": Framework("jax", lambda jax, x: type(x).__module__.startswith("jax"),
+                     array_api_compat.is_jax_namespace, _jax_ops),
+    "tf": Framework("tensorflow", lambda tf, x: isinstance(x, (tf.Tensor, tf.Variable)),
+                    lambda xp: getattr(xp, "__name__", None) == "iaisreg.tf._namespace", _tf_ops,
+                    namespace="iaisreg.tf._namespace"),
+}
+
+_OPS: dict[str, dict] = {}  # framework name -> its native ops, built on first use
+
+
+def _ops_of(name: str) -> dict:
+    if name not in _OPS:
+        _OPS[name] = FRAMEWORKS[name].ops(sys.modules[FRAMEWORKS[name].module])
+    return _OPS[name]
+
+
+def framework_of_array(x: Any) -> str | None:
+    """The registry name of the framework ``x`` is an array of, or None."""
+    for name, fw in FRAMEWORKS.items():
+        mod = sys.modules.get(fw.module)
+        if mod is not None and fw.owns(mod, x):
+            return name
     return None
+
+
+def private_namespace(x: Any) -> Any:
+    """The private namespace of ``x``'s framework (TensorFlow), or None."""
+    name = framework_of_array(x)
+    if name is None or FRAMEWORKS[name].namespace is None:
+        return None
+    return importlib.import_module(FRAMEWORKS[name].namespace)
+
+
+def native(name: str, *, xp: Any = None, array: Any = None) -> Callable | None:
+    """The native op ``name`` of the framework of namespace ``xp`` (or of
+    ``array``), or None when there is none."""
+    for fw_name, fw in FRAMEWORKS.items():
+        if fw.module not in sys.modules:
+            continue
+        mine = fw.is_namespace(xp) if array is None else fw.owns(sys.modules[fw.module], array)
+        if mine:
+            return _ops_of(fw_name).get(name)
+    return None
+
+
+def device_of(x: Any, xp: Any) -> Any:
+    """The device of ``x``, in the form ``xp``'s creation functions take."""
+    fn = native("device", xp=xp)
+    return fn(x) if fn is not None else array_api_compat.device(x)
 
 
 def softmax(x: Any, xp: Any, axis: int = -1) -> Any:
     """Numerically stable softmax along ``axis``."""
-    fn = _native(xp, "softmax")
+    fn = native("softmax", xp=xp)
     if fn is not None:
         return fn(x, axis)
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
@@ -39,7 +144,7 @@ def softmax(x: Any, xp: Any, axis: int = -1) -> Any:
 
 def log_softmax(x: Any, xp: Any, axis: int = -1) -> Any:
     """Numerically stable log-softmax along ``axis``."""
-    fn = _native(xp, "log_softmax")
+    fn = native("log_softmax", xp=xp)
     if fn is not None:
         return fn(x, axis)
     z = x - xp.max(x, axis=axis, keepdims=True)
@@ -47,10 +152,30 @@ def log_softmax(x: Any, xp: Any, axis: int = -1) -> Any:
 
 
 def take_along_axis(x: Any, indices: Any, xp: Any, axis: int) -> Any:
-    """``take_along_axis`` with non-negative ``indices`` (PyTorch: ``torch.gather``
-    directly, skipping array-api-compat's index normalisation)."""
-    if array_api_compat.is_torch_namespace(xp):
-        import torch
-
-        return torch.gather(x, axis, indices)
+    """``take_along_axis`` with non-negative ``indices``."""
+    fn = native("take_along_axis", xp=xp)
+    if fn is not None:
+        return fn(x, indices, axis)
     return xp.take_along_axis(x, indices, axis=axis)
+
+
+#: added to the scores of columns outside a block; exp() of it is exactly 0
+#: in float32/float64 (16-bit inputs are computed in float32).
+_MASK_VALUE = -1e30
+
+
+def column_bias(cols: Any, dtype: Any, xp: Any) -> Any:
+    """``0`` on the columns in ``cols``, a huge negative number elsewhere:
+    ``softmax(s + column_bias(cols))`` is the row softmax over those columns
+    only (exact: the other terms are exactly 0)."""
+    zero = xp.zeros(cols.shape, dtype=dtype, device=device_of(cols, xp))
+    return xp.where(cols, zero, xp.asarray(_MASK_VALUE, dtype=dtype, device=device_of(cols, xp)))
+
+
+def masked_log_softmax(s: Any, cols: Any, xp: Any) -> tuple[Any, Any]:
+    """Row softmax of ``s`` ``(..., M)`` over the columns in ``cols`` (boolean,
+    broadcastable to ``s``) only: ``(log_p, p)``, both 0 outside those
+    columns; a row with no column in ``cols`` stays finite."""
+    zero = xp.zeros_like(s)
+    lp = log_softmax(s + column_bias(cols, s.dtype, xp), xp)
+    return xp.where(cols, lp, zero), xp.where(cols, xp.exp(lp), zero)

@@ -53,8 +53,8 @@ def _progress(step: Any, total: int, func: str) -> tuple[Any, Any]:
 
 
 def exp_schedule(total_steps: int, *, gamma: float = 5.0) -> Schedule:
-    """``lambda_t = exp((t/T - 1) * gamma)``: from ``exp(-gamma)`` to 1; the
-    paper's best schedule (gamma = 5).
+    """``lambda_t = exp((t/T - 1) * gamma)`` (paper Eq. 16): from ``exp(-gamma)``
+    to 1; the paper's best schedule (gamma = 5).
 
     >>> f = exp_schedule(100)
     >>> round(f(0), 6), f(100)
@@ -72,7 +72,7 @@ def exp_schedule(total_steps: int, *, gamma: float = 5.0) -> Schedule:
 
 
 def linear_schedule(total_steps: int) -> Schedule:
-    """``lambda_t = t / T``.
+    """``lambda_t = t / T`` (paper Eq. 16).
 
     >>> linear_schedule(10)(5)
     0.5
@@ -88,7 +88,7 @@ def linear_schedule(total_steps: int) -> Schedule:
 
 
 def log_schedule(total_steps: int, *, gamma: float = 5.0) -> Schedule:
-    """``lambda_t = 1 - exp(-t/T * gamma)``: from 0 to ``1 - exp(-gamma)``.
+    """``lambda_t = 1 - exp(-t/T * gamma)`` (paper Eq. 16): from 0 to ``1 - exp(-gamma)``.
 
     >>> round(log_schedule(10)(10), 6)
     0.993262

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, settings
 
+import iaisreg
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(ROOT) not in sys.path:
@@ -35,3 +37,31 @@ def layouts_to_positions(roles: np.ndarray):
     text = [list(map(int, np.flatnonzero(r == 0))) for r in roles]
     image = [list(map(int, np.flatnonzero(r == 1))) for r in roles]
     return text, image
+
+
+#: the allowed values of the options that change the math, and every (mode, anchor, variant)
+MODES, ANCHORS, VARIANTS = (iaisreg.OPTIONS[k].choices for k in ("mode", "anchor", "variant"))
+COMBOS = [(m, a, v) for m in MODES for a in ANCHORS for v in VARIANTS]
+
+
+def scores_and_roles(seed: int = 0, b: int = 3, h: int = 2, n: int = 8):
+    """Random float64 scores ``(b, h, n, n)`` and per-sample roles ``(b, n)``
+    (0 text, 1 image, 2 padding): three of each item and two padding
+    positions in a random order (``n <= 8``)."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(scale=2.0, size=(b, h, n, n))
+    roles = np.stack([rng.permutation([0, 0, 0, 1, 1, 1, 2, 2][:n]) for _ in range(b)])
+    return s, roles
+
+
+def option_defaults(*, without: tuple = ()) -> dict:
+    """``{name: default}`` of ``iaisreg.OPTIONS``, less the names in ``without``."""
+    return {name: o.default for name, o in iaisreg.OPTIONS.items() if name not in without}
+
+
+def signature_defaults(fn, names) -> dict:
+    """``{name: default}`` of the parameters ``names`` as ``inspect.signature(fn)`` (and ``help()``) shows them."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return {name: params[name].default for name in names}

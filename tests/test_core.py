@@ -2,6 +2,7 @@
 equivalence with the per-sample loop, and bad input."""
 from __future__ import annotations
 
+import inspect
 import math
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import iaisreg
-from conftest import layouts_to_positions, random_layout
+from backends import requested
+from conftest import (ANCHORS, COMBOS, MODES, ROOT, VARIANTS, layouts_to_positions, option_defaults, random_layout,
+                      signature_defaults)
 from reference_loop import reference_iais
 
 LN = math.log
@@ -87,9 +90,6 @@ def test_m_kl_hand():
 
 
 # ---------------------------------------------------------------- equivalence with the loop
-COMBOS = [(m, a, v) for m in iaisreg.MODES for a in iaisreg.ANCHORS for v in iaisreg.VARIANTS]
-
-
 @pytest.mark.parametrize("mode,anchor,variant", COMBOS)
 @pytest.mark.parametrize("heads", ["auto", "mean_probs", "per_head", "mean_scores"])
 def test_matches_per_sample_loop(mode, anchor, variant, heads):
@@ -107,8 +107,8 @@ def test_matches_per_sample_loop(mode, anchor, variant, heads):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("mode", iaisreg.MODES)
-@pytest.mark.parametrize("variant", iaisreg.VARIANTS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_probs_input_matches_loop(mode, variant):
     rng = np.random.default_rng(7)
     b, h, n = 3, 2, 9
@@ -139,7 +139,7 @@ def case(draw, max_b=3, max_h=3, max_n=10):
     return scores, roles, rng
 
 
-options = st.tuples(st.sampled_from(iaisreg.MODES), st.sampled_from(iaisreg.ANCHORS), st.sampled_from(iaisreg.VARIANTS))
+options = st.tuples(st.sampled_from(MODES), st.sampled_from(ANCHORS), st.sampled_from(VARIANTS))
 
 
 @given(st.integers(1, 4), st.integers(2, 6), st.integers(0, 2**31 - 1))
@@ -299,40 +299,35 @@ def test_schedules():
         iaisreg.get_schedule("linear")
 
 
+# ---------------------------------------------------------------- the options table
+def test_options_table():
+    table = iaisreg.OPTIONS
+    assert list(table) == ["mode", "anchor", "variant", "heads", "reduction", "inputs"]
+    for name, option in table.items():
+        assert option.choices[0] == option.default and option.doc, name
+    with pytest.raises(TypeError):
+        table["mode"] = table["anchor"]  # read-only
+    # iais shows every option with the table's default, keyword-only, before xp
+    assert signature_defaults(iaisreg.iais, table) == option_defaults()
+    params = inspect.signature(iaisreg.iais).parameters
+    assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in table) and list(params)[-1] == "xp"
+    # isda shares three of them: no "auto" heads, per-sample values by default
+    assert signature_defaults(iaisreg.isda, ("heads", "inputs", "reduction")) == dict(
+        heads="mean_probs", inputs="scores", reduction="none")
+    with pytest.raises(ValueError, match=r"isda: argument 'heads' must be one of 'mean_probs', 'per_head', "
+                                         r"'mean_scores'; got 'auto'"):
+        iaisreg.isda(np.zeros((1, 4, 4)), [[0]], [[3]], 2, heads="auto")
+    with pytest.raises(ValueError, match=r"isda: argument 'reduction' must be one of 'none', 'mean', 'sum'"):
+        iaisreg.isda(np.zeros((1, 4, 4)), [[0]], [[3]], 2, reduction="avg")
+    with pytest.raises(TypeError, match=r"iais\(\) got an unexpected keyword argument 'mdoe'"):
+        iaisreg.iais(np.zeros((1, 4, 4)), 2, mdoe="singular")
+
+
 # ---------------------------------------------------------------- bad input
-S = np.zeros((2, 3, 5, 5))
-
-
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(attn=np.zeros((5, 5)), n_text=2), ValueError, r"'attn' must have shape \(B, H, N, N\).*\(5, 5\)"),
-    (dict(attn=np.zeros((2, 3, 5, 4)), n_text=2), ValueError, r"'attn' must be square.*\(2, 3, 5, 4\)"),
-    (dict(attn=np.zeros((2, 3, 5, 5), dtype=np.int64), n_text=2), TypeError, r"'attn' must have a real floating dtype"),
-    (dict(attn=[[1.0]], n_text=2), TypeError, r"'attn' must be an array"),
-    (dict(attn=S, n_text=6), ValueError, r"'n_text' must be in \[0, 5\]; got 6"),
-    (dict(attn=S, n_text=-1), ValueError, r"'n_text' must be in \[0, 5\]; got -1"),
-    (dict(attn=S, n_text=2.0), TypeError, r"'n_text' must be an int.*2.0"),
-    (dict(attn=S, n_text=True), TypeError, r"'n_text' must be an int"),
-    (dict(attn=S, n_text=np.array([1, 2, 3])), ValueError, r"'n_text'.*shape \(2,\); got shape \(3,\)"),
-    (dict(attn=S, n_text=np.array([1.0, 2.0])), TypeError, r"'n_text' must have an integer dtype"),
-    (dict(attn=S, n_text=np.array([1, 7])), ValueError, r"'n_text' must hold lengths in \[0, 5\]"),
-    (dict(attn=S), ValueError, r"give 'n_text'"),
-    (dict(attn=S, n_text=2, text_mask=np.ones(5, bool)), ValueError, r"either 'n_text' or"),
-    (dict(attn=S, text_mask=np.ones((2, 4), bool)), ValueError, r"'text_mask' must have shape \(2, 5\) or \(5,\); got \(2, 4\)"),
-    (dict(attn=S, text_mask=np.ones((2, 5))), TypeError, r"'text_mask' must be a boolean or 0/1 integer mask; got dtype float64"),
-    (dict(attn=S, text_mask=np.ones(5, bool), image_mask=np.ones(5, bool)), ValueError, r"'text_mask' and 'image_mask' overlap"),
-    (dict(attn=S, n_text=2, attention_mask=np.ones((3, 5), bool)), ValueError, r"'attention_mask' must have shape"),
-    (dict(attn=S, n_text=2, mode="mean"), ValueError, r"'mode' must be one of 'singular', 'distributed'; got 'mean'"),
-    (dict(attn=S, n_text=2, anchor="T"), ValueError, r"'anchor' must be one of 'V', 'L', 'both'; got 'T'"),
-    (dict(attn=S, n_text=2, variant="x"), ValueError, r"'variant' must be one of"),
-    (dict(attn=S, n_text=2, heads="max"), ValueError, r"'heads' must be one of"),
-    (dict(attn=S, n_text=2, reduction="avg"), ValueError, r"'reduction' must be one of 'mean', 'sum', 'none'; got 'avg'"),
-    (dict(attn=S, n_text=2, inputs="logits"), ValueError, r"'inputs' must be one of"),
-])
-def test_bad_input(kwargs, exc, match):
-    attn = kwargs.pop("attn")
-    n_text = kwargs.pop("n_text", None)
-    with pytest.raises(exc, match=match):
-        iaisreg.iais(attn, n_text, **kwargs)
+# (the cases common to every backend, with their messages, are tests/test_backends.py's BAD)
+def test_attn_must_be_an_array():
+    with pytest.raises(TypeError, match=r"'attn' must be an array"):
+        iaisreg.iais([[1.0]], 2)
 
 
 def test_m_kl_bad_input():
@@ -342,26 +337,19 @@ def test_m_kl_bad_input():
         iaisreg.m_kl(np.ones((2, 2), dtype=int), np.ones((2, 2), dtype=int))
 
 
-def test_import_imports_no_framework():
-    code = ("import sys, iaisreg; iaisreg.iais; import iaisreg.schedules; "
-            "bad = [m for m in ('torch', 'jax', 'tensorflow', 'flax', 'keras') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+@pytest.mark.parametrize("module,backend,others", [
+    ("iaisreg", None, ("torch", "jax", "tensorflow", "flax", "keras")),
+    ("iaisreg.torch", "torch", ("jax", "tensorflow", "flax", "keras")),
+    ("iaisreg.jax", "jax", ("torch", "tensorflow", "flax", "optax")),
+    ("iaisreg.tf", "tf", ("torch", "flax")),
+])
+def test_import_imports_no_other_framework(module, backend, others):
+    if backend is not None and backend not in requested():
+        pytest.skip(f"{backend} not in IAISREG_BACKENDS")
+    code = (f"import sys, {module}, iaisreg.schedules; iaisreg.iais; "
+            f"bad = [m for m in {others!r} if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_doctests():
-    import doctest
-
-    import iaisreg._blocks
-    import iaisreg._divergence
-    import iaisreg._isda
-    import iaisreg._loss
-    import iaisreg.schedules
-
-    for mod in (iaisreg._blocks, iaisreg._divergence, iaisreg._isda, iaisreg._loss, iaisreg.schedules):
-        res = doctest.testmod(mod)
-        assert res.failed == 0 and res.attempted > 0, mod.__name__
 
 
 # ---------------------------------------------------------------- static column spans (a speed hint)

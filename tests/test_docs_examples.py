@@ -1,16 +1,18 @@
 """Run the ```python code blocks of the framework guides, in order, one
 namespace per page (a page's later blocks may use what earlier ones defined).
-A page is skipped only when its framework is not in IAISREG_BACKENDS."""
+A page is skipped only when its framework is not in IAISREG_BACKENDS. Every
+``iaisreg.…`` name the docs and the README mention exists."""
 from __future__ import annotations
 
+import importlib
 import re
-from pathlib import Path
 
 import pytest
 
 from backends import requested
+from conftest import ROOT
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = ROOT / "docs"
 PAGES = {"pytorch.md": "torch", "jax.md": "jax", "tensorflow.md": "tf"}
 BLOCK = re.compile(r"^```python[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
@@ -38,3 +40,30 @@ def test_page_examples_run(page, capsys):
         except Exception as exc:  # name the block in the failure
             raise AssertionError(f"{page}, python block {i + 1} failed: {type(exc).__name__}: {exc}") from exc
     assert "step" in capsys.readouterr().out  # the training loop printed its progress
+
+
+NAME = re.compile(r"\biaisreg(?:\.[A-Za-z_]\w*)+")
+ADAPTERS = {"torch": "torch", "jax": "jax", "tf": "tf"}
+
+
+def named_objects() -> list[str]:
+    texts = [p.read_text() for p in sorted(DOCS.glob("*.md"))] + [(ROOT / "README.md").read_text()]
+    return sorted({m.group(0) for text in texts for m in NAME.finditer(text)})
+
+
+@pytest.mark.parametrize("name", named_objects())
+def test_named_objects_exist(name):
+    parts = name.split(".")
+    backend = ADAPTERS.get(parts[1])
+    if backend is not None and backend not in requested():
+        pytest.skip(f"{backend} not in IAISREG_BACKENDS")
+    # the longest importable module prefix, then attributes
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        break
+    for attr in parts[cut:]:
+        assert hasattr(obj, attr), f"{name}: {'.'.join(parts[:cut])} has no {attr!r}"
+        obj = getattr(obj, attr)

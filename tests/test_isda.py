@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import iaisreg
+from iaisreg._isda import cps
+from iaisreg._namespace import get_namespace
 
 LN = math.log
 
@@ -32,8 +34,7 @@ def test_cps_hand_computed():
                     [0.25, 0.25, 0.25, 0.25],
                     [0.0, 0.0, 0.5, 0.5]]]])
     g = np.array([[[1, 1, 0, 0], [0, 0, 1, 1]]], dtype=bool)  # object 0 = rows/cols 0, 1; object 1 = 2, 3
-    xp = iaisreg._namespace.get_namespace(p)
-    got = iaisreg.cps(p, g, g, xp)[0, 0]
+    got = cps(p, g, g, get_namespace(p))[0, 0]
     # (0, 0): (.1 + .2 + .4 + .3) / 2 rows = .5; (0, 1): (.3 + .4 + .2 + .1) / 2 = .5
     # (1, 0): (.25 + .25 + 0 + 0) / 2 = .25;     (1, 1): (.25 + .25 + .5 + .5) / 2 = .75
     np.testing.assert_allclose(got, [[0.5, 0.5], [0.25, 0.75]])

@@ -8,10 +8,7 @@ import torch
 
 import iaisreg
 import iaisreg.torch as it
-from conftest import layouts_to_positions, random_layout
-from reference_loop import reference_iais
-
-COMBOS = [(m, a, v) for m in iaisreg.MODES for a in iaisreg.ANCHORS for v in iaisreg.VARIANTS]
+from conftest import COMBOS, MODES, option_defaults, random_layout, signature_defaults
 
 
 def _case(seed=0, b=3, h=2, n=7, dtype=torch.float64):
@@ -19,48 +16,6 @@ def _case(seed=0, b=3, h=2, n=7, dtype=torch.float64):
     roles = np.stack([random_layout(rng, n) for _ in range(b)])
     s = torch.tensor(rng.normal(scale=2.0, size=(b, h, n, n)), dtype=dtype)
     return s, torch.from_numpy(roles == 0), torch.from_numpy(roles == 1), roles
-
-
-@pytest.mark.parametrize("mode,anchor,variant", COMBOS)
-def test_matches_numpy_core(mode, anchor, variant):
-    s, t, v, roles = _case(1)
-    got = it.iais(s, text_mask=t, image_mask=v, mode=mode, anchor=anchor, variant=variant, reduction="none")
-    want = iaisreg.iais(s.numpy(), text_mask=roles == 0, image_mask=roles == 1, mode=mode, anchor=anchor,
-                        variant=variant, reduction="none")
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
-
-
-@pytest.mark.parametrize("mode,anchor,variant", COMBOS)
-def test_gradcheck(mode, anchor, variant):
-    s, t, v, _ = _case(2, b=2, h=2, n=6)
-    s.requires_grad_(True)
-    f = lambda x: it.iais(x, text_mask=t, image_mask=v, mode=mode, anchor=anchor, variant=variant)  # noqa: E731
-    assert torch.autograd.gradcheck(f, (s,), eps=1e-6, atol=1e-5, rtol=1e-4)
-
-
-@pytest.mark.parametrize("mode,anchor,variant", COMBOS)
-def test_gradient_matches_loop(mode, anchor, variant):
-    s, t, v, roles = _case(3, b=3, h=3, n=9)
-    text, image = layouts_to_positions(roles)
-    a = s.clone().requires_grad_(True)
-    b = s.clone().requires_grad_(True)
-    it.iais(a, text_mask=t, image_mask=v, mode=mode, anchor=anchor, variant=variant).backward()
-    reference_iais(b, text, image, mode=mode, anchor=anchor, variant=variant).backward()
-    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-10)
-
-
-def test_empty_sample_has_zero_gradient():
-    s, t, v, _ = _case(4, b=3)
-    t[1] = False  # sample 1 has no text item
-    v[2] = False  # sample 2 has no image item
-    for mode in iaisreg.MODES:
-        for variant in iaisreg.VARIANTS:
-            x = s.clone().requires_grad_(True)
-            per = it.iais(x, text_mask=t, image_mask=v, mode=mode, anchor="both", variant=variant, reduction="none")
-            per.sum().backward()
-            assert per[1] == 0 and per[2] == 0
-            assert torch.all(x.grad[1] == 0) and torch.all(x.grad[2] == 0)
-            assert torch.isfinite(x.grad).all() and x.grad[0].abs().sum() > 0
 
 
 @pytest.mark.parametrize("mode,anchor,variant", COMBOS)
@@ -75,19 +30,6 @@ def test_extreme_logits_finite_values_and_gradients(mode, anchor, variant):
         assert torch.isfinite(x.grad).all(), dtype
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_16bit_inputs_computed_in_float32(dtype):
-    s, t, v, _ = _case(6, dtype=torch.float32)
-    low = s.to(dtype)
-    loss = it.iais(low, text_mask=t, image_mask=v, mode="distributed")
-    assert loss.dtype == torch.float32
-    ref = it.iais(low.float(), text_mask=t, image_mask=v, mode="distributed")
-    torch.testing.assert_close(loss, ref)
-    x = low.clone().requires_grad_(True)
-    it.iais(x, text_mask=t, image_mask=v).backward()
-    assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
-
-
 def test_module_and_schedule():
     s, t, v, _ = _case(7)
     crit = it.IAISLoss(mode="distributed", anchor="L", schedule="exp", total_steps=100, gamma=5.0)
@@ -95,6 +37,8 @@ def test_module_and_schedule():
     torch.testing.assert_close(crit(s, text_mask=t, image_mask=v, step=50), base * np.exp(-2.5))
     torch.testing.assert_close(crit(s, text_mask=t, image_mask=v), base)
     assert "distributed" in repr(crit)
+    assert crit.options == {**option_defaults(), "mode": "distributed", "anchor": "L"}
+    assert signature_defaults(it.IAISLoss, iaisreg.OPTIONS) == option_defaults()
     with pytest.raises(ValueError, match="'mode' must be one of"):
         it.IAISLoss(mode="nope")
     with pytest.raises(ValueError, match="total_steps"):
@@ -104,8 +48,6 @@ def test_module_and_schedule():
 def test_type_errors():
     with pytest.raises(TypeError, match="'attn' must be a torch.Tensor; got ndarray"):
         it.iais(np.zeros((1, 4, 4)), 2)
-    with pytest.raises(TypeError, match="real floating dtype"):
-        it.iais(torch.zeros(1, 4, 4, dtype=torch.int64), 2)
 
 
 def _compiled_case():
@@ -113,7 +55,7 @@ def _compiled_case():
     return s, t, v
 
 
-@pytest.mark.parametrize("mode", iaisreg.MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_torch_compile_fullgraph(mode):
     torch._dynamo.reset()
     s, t, v = _compiled_case()
@@ -172,10 +114,3 @@ def test_score_capture_with_sdpa_model():
     model(torch.randint(0, 50, (1, 5)))
     cap.remove()
     assert cap.scores.shape == (1, 4, 5, 5) and torch.isfinite(cap.scores).all()
-
-
-def test_doctests():
-    import doctest
-
-    res = doctest.testmod(it)
-    assert res.failed == 0 and res.attempted > 0

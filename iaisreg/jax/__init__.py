@@ -26,10 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import iaisreg as _core
-from iaisreg._blocks import item_masks as _item_masks
+from iaisreg._blocks import resolve_items as _resolve_items
 from iaisreg._namespace import compute_dtype as _compute_dtype
 from iaisreg._namespace import is_host_concrete as _is_host_concrete
-from iaisreg._loss import check_options as _check_options
+from iaisreg._options import OPTIONS as _OPTIONS
+from iaisreg._options import resolve_options as _resolve_options
+from iaisreg._options import takes_options as _takes_options
 from iaisreg._validate import check_scores as _check_scores
 
 __all__ = [
@@ -41,10 +43,7 @@ xp = jnp
 
 #: the arguments of :func:`iais` that must be static under ``jax.jit``
 #: (plus ``n_text`` when it is a Python int).
-STATIC_ARGNAMES = ("mode", "anchor", "variant", "heads", "reduction", "inputs", "check_overlap", "text_span",
-                   "image_span")
-
-_OPTIONS = ("mode", "anchor", "variant", "heads", "reduction", "inputs")
+STATIC_ARGNAMES = (*_OPTIONS, "check_overlap", "text_span", "image_span")
 
 
 def _as_array(x: Any, name: str, func: str) -> Any:
@@ -75,14 +74,13 @@ def iais(attn: jax.Array, n_text: Any = None, **kwargs: Any) -> jax.Array:
     return _core.iais(attn, n_text, xp=jnp, **kwargs)
 
 
-@functools.partial(jax.jit, static_argnames=("n_text_static",) + STATIC_ARGNAMES)
+@functools.partial(jax.jit, static_argnames=("n_text_static", "options", "check_overlap", "text_span", "image_span"))
 def _iais_compiled(attn: Any, n_text_array: Any, text_mask: Any, image_mask: Any, attention_mask: Any, *,
-                   n_text_static: Any, mode: str, anchor: str, variant: str, heads: str, reduction: str,
-                   inputs: str, check_overlap: Any, text_span: Any, image_span: Any) -> Any:
+                   n_text_static: Any, options: tuple, check_overlap: Any, text_span: Any, image_span: Any) -> Any:
     n_text = n_text_static if n_text_array is None else n_text_array
     return _core.iais(attn, n_text, text_mask=text_mask, image_mask=image_mask, attention_mask=attention_mask,
-                      mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction, inputs=inputs,
-                      check_overlap=check_overlap, text_span=text_span, image_span=image_span, xp=jnp)
+                      check_overlap=check_overlap, text_span=text_span, image_span=image_span, xp=jnp,
+                      **dict(options))
 
 
 def _host_value_checks(attn: Any, n_text: Any, masks: dict, check_overlap: Any, spans: dict | None = None) -> None:
@@ -100,10 +98,11 @@ def _host_value_checks(attn: Any, n_text: Any, masks: dict, check_overlap: Any, 
     def host(v: Any) -> Any:
         return np.asarray(v) if hasattr(v, "shape") else v
 
-    _item_masks(b, n, n_text=host(n_text), **{k: host(v) for k, v in masks.items()}, xp=npx, dev="cpu",
-                func="iais", check_overlap=check_overlap, **(spans or {}))
+    _resolve_items(b, n, n_text=host(n_text), **{k: host(v) for k, v in masks.items()}, xp=npx, dev="cpu",
+                   func="iais", check_overlap=check_overlap, **(spans or {}))
 
 
+@_takes_options()
 def iais_jit(
     attn: jax.Array,
     n_text: Any = None,
@@ -111,15 +110,10 @@ def iais_jit(
     text_mask: Any = None,
     image_mask: Any = None,
     attention_mask: Any = None,
-    mode: str = "singular",
-    anchor: str = "V",
-    variant: str = "official",
-    heads: str = "auto",
-    reduction: str = "mean",
-    inputs: str = "scores",
     check_overlap: bool | None = None,
     text_span: tuple[int, int] | None = None,
     image_span: tuple[int, int] | None = None,
+    **options: str,
 ) -> jax.Array:
     """:func:`iais` compiled with ``jax.jit``: the options and an ``int``
     ``n_text`` are static (one compilation per combination and shape), the
@@ -132,24 +126,22 @@ def iais_jit(
     >>> bool(jnp.allclose(iais_jit(s, 4, anchor="both"), iais(s, 4, anchor="both")))
     True
     """
-    _check_options("iais", mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction, inputs=inputs)
+    options = _resolve_options("iais", options)
     attn = _as_array(attn, "attn", "iais")
     masks = {k: v for k, v in (("text_mask", text_mask), ("image_mask", image_mask),
                                ("attention_mask", attention_mask)) if v is not None}
-    _host_value_checks(attn, n_text, masks, check_overlap, {"text_span": text_span, "image_span": image_span})
+    spans = {"text_span": text_span, "image_span": image_span}
+    _host_value_checks(attn, n_text, masks, check_overlap, spans)
     if hasattr(n_text, "shape") or n_text is None:
         n_text_array, n_text_static = n_text, None
     else:
         try:
             hash(n_text)
         except TypeError:  # not a valid n_text: let the core say why
-            return iais(attn, n_text, **masks, mode=mode, anchor=anchor, variant=variant, heads=heads,
-                        reduction=reduction, inputs=inputs, check_overlap=check_overlap, text_span=text_span,
-                        image_span=image_span)
+            return iais(attn, n_text, **masks, **options, check_overlap=check_overlap, **spans)
         n_text_array, n_text_static = None, n_text
     return _iais_compiled(attn, n_text_array, text_mask, image_mask, attention_mask, n_text_static=n_text_static,
-                          mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction,
-                          inputs=inputs, check_overlap=check_overlap,
+                          options=tuple(options.items()), check_overlap=check_overlap,
                           text_span=None if text_span is None else tuple(text_span),
                           image_span=None if image_span is None else tuple(image_span))
 
@@ -246,18 +238,18 @@ class IAISLoss:
     True
     """
 
-    mode: str = "singular"
-    anchor: str = "V"
-    variant: str = "official"
-    heads: str = "auto"
-    reduction: str = "mean"
-    inputs: str = "scores"
+    mode: str = _OPTIONS["mode"].default
+    anchor: str = _OPTIONS["anchor"].default
+    variant: str = _OPTIONS["variant"].default
+    heads: str = _OPTIONS["heads"].default
+    reduction: str = _OPTIONS["reduction"].default
+    inputs: str = _OPTIONS["inputs"].default
     schedule: str | None = None
     total_steps: int | None = None
     gamma: float = 5.0
 
     def __post_init__(self) -> None:
-        _check_options("IAISLoss", **{name: getattr(self, name) for name in _OPTIONS})
+        _resolve_options("IAISLoss", self.options)
         if self.schedule is not None:
             _core.get_schedule(self.schedule, self.total_steps, gamma=self.gamma)  # validates once
 

@@ -22,13 +22,17 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-import iaisreg as _core
-from iaisreg._loss import check_options as _check_options
+from iaisreg._options import OPTIONS as _OPTIONS
+from iaisreg._options import resolve_options as _resolve_options
+from iaisreg._options import takes_options as _takes_options
 
 from . import iais as _iais
 from . import lambda_schedule as _lambda_schedule
 
 __all__ = ["IAISLoss", "LambdaSchedule", "IAISStepCallback"]
+
+#: the options of :func:`iaisreg.iais` a Keras loss takes (Keras has its own ``reduction``)
+_LOSS_OPTIONS = {name: option for name, option in _OPTIONS.items() if name != "reduction"}
 
 
 @keras.saving.register_keras_serializable(package="iaisreg")
@@ -88,14 +92,10 @@ class IAISLoss(keras.losses.Loss):
     True
     """
 
+    @_takes_options(_LOSS_OPTIONS)
     def __init__(
         self,
         *,
-        mode: str = "singular",
-        anchor: str = "V",
-        variant: str = "official",
-        heads: str = "auto",
-        inputs: str = "scores",
         n_text: int | None = None,
         schedule: str | Callable[[Any], Any] | None = None,
         total_steps: int | None = None,
@@ -103,12 +103,13 @@ class IAISLoss(keras.losses.Loss):
         reduction: str = "sum_over_batch_size",
         name: str = "iais",
         dtype: Any = None,
+        **options: str,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        _check_options("IAISLoss", mode=mode, anchor=anchor, variant=variant, heads=heads, inputs=inputs)
+        options = _resolve_options("IAISLoss", options, _LOSS_OPTIONS)
         if n_text is not None and (isinstance(n_text, bool) or not isinstance(n_text, int) or n_text < 0):
             raise TypeError(f"IAISLoss: argument 'n_text' must be None or an int >= 0; got {n_text!r}")
-        self.options = dict(mode=mode, anchor=anchor, variant=variant, heads=heads, inputs=inputs)
+        self.options = options
         self.n_text = n_text
         if isinstance(schedule, str):
             schedule = LambdaSchedule(schedule, total_steps, gamma=gamma)

@@ -7,9 +7,9 @@ uses, on top of ``tf``: creation (``asarray``, ``zeros``, ``zeros_like``,
 ``where``, ``clip``), reductions (``sum``, ``mean``, ``max``, ``any``,
 ``argmax``), ``take_along_axis`` (through ``tf.gather(..., batch_dims=...)``),
 ``matmul``/``matrix_transpose``, ``broadcast_to``, ``astype``, the dtype
-objects, ``isdtype`` and ``finfo``; plus the delegation hooks
-``_iaisreg_softmax``/``_iaisreg_log_softmax`` (``tf.nn``) and
-``_iaisreg_device`` read by :mod:`iaisreg._ops` / :mod:`iaisreg._namespace`.
+objects, ``isdtype`` and ``finfo``. TensorFlow's native ops (``tf.nn``
+softmaxes, the device of a tensor) are in the framework registry of
+:mod:`iaisreg._ops`, as PyTorch's and JAX's are.
 
 Every function works in eager mode, inside ``tf.function`` and under
 ``tf.GradientTape``. TensorFlow does not promote dtypes in binary
@@ -55,12 +55,6 @@ _KINDS["numeric"] = _KINDS["integral"] + _KINDS["real floating"] + _KINDS["compl
 # ----------------------------------------------------------------- helpers
 def _device_scope(device: Any) -> Any:
     return tf.device(device) if device else contextlib.nullcontext()
-
-
-def _iaisreg_device(x: Any) -> Any:
-    """The device string of ``x`` (``""`` for symbolic tensors inside
-    ``tf.function``, where TensorFlow's placer decides)."""
-    return getattr(x, "device", "") or ""
 
 
 def _like(value: Any, other: Any) -> Any:
@@ -286,12 +280,3 @@ def concat(arrays: Sequence[Any], /, *, axis: int = 0) -> Any:
 
 def matrix_transpose(x: Any, /) -> Any:
     return tf.linalg.matrix_transpose(x)
-
-
-# ----------------------------------------------------------------- delegation hooks (iaisreg._ops)
-def _iaisreg_softmax(x: Any, axis: int = -1) -> Any:
-    return tf.nn.softmax(x, axis=axis)
-
-
-def _iaisreg_log_softmax(x: Any, axis: int = -1) -> Any:
-    return tf.nn.log_softmax(x, axis=axis)

@@ -16,7 +16,8 @@ import torch
 from array_api_compat import torch as _xp
 
 import iaisreg as _core
-from iaisreg._loss import check_options as _check_options
+from iaisreg._options import resolve_options as _resolve_options
+from iaisreg._options import takes_options as _takes_options
 
 __all__ = ["iais", "isda", "m_kl", "masks_from_lengths", "IAISLoss", "ScoreCapture", "xp"]
 
@@ -67,10 +68,11 @@ class IAISLoss(torch.nn.Module):
     no step is given).
 
     Args:
-        mode, anchor, variant, heads, reduction, inputs: as :func:`iaisreg.iais`.
         schedule: ``None``, a name (``"exp"``, ``"linear"``, ``"log"``,
             ``"constant"``) or any callable ``step -> weight``.
         total_steps, gamma: for named schedules.
+        mode, anchor, variant, heads, reduction, inputs: as :func:`iaisreg.iais`
+            (defaults from :data:`iaisreg.OPTIONS`).
 
     >>> import torch
     >>> crit = IAISLoss(mode="distributed", schedule="exp", total_steps=100)
@@ -79,23 +81,17 @@ class IAISLoss(torch.nn.Module):
     True
     """
 
+    @_takes_options()
     def __init__(
         self,
         *,
-        mode: str = "singular",
-        anchor: str = "V",
-        variant: str = "official",
-        heads: str = "auto",
-        reduction: str = "mean",
-        inputs: str = "scores",
         schedule: str | Callable[[Any], Any] | None = None,
         total_steps: int | None = None,
         gamma: float = 5.0,
+        **options: str,
     ) -> None:
         super().__init__()
-        options = dict(mode=mode, anchor=anchor, variant=variant, heads=heads, reduction=reduction, inputs=inputs)
-        _check_options("IAISLoss", **options)
-        self.options = options
+        self.options = _resolve_options("IAISLoss", options)
         if schedule is None or callable(schedule):
             self.schedule = schedule
         else:

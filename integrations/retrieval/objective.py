@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 
+import iaisreg
 import iaisreg.torch as iais_torch
 
 from .protocol import RetrievalOutput
@@ -25,7 +26,7 @@ from .protocol import RetrievalOutput
 __all__ = ["IAIS_MODES", "ANCHOR_POLICY", "SetupError", "GroupLoss", "Objective", "rank_loss", "iais_term",
            "batch_arithmetic"]
 
-IAIS_MODES = ("none", "singular", "distributed")
+IAIS_MODES = ("none",) + iaisreg.OPTIONS["mode"].choices
 #: the authors' anchor per sampling direction: V on from-image groups, L on from-text groups
 ANCHOR_POLICY = {"image": "V", "text": "L"}
 

@@ -28,9 +28,15 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
+import iaisreg
+
 __all__ = ["TrainOptions", "check_types", "load_config", "read_json_object", "options_parser", "parse_options"]
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# the IAIS choices come from the library's own options table
+_IAIS = Literal[("none",) + iaisreg.OPTIONS["mode"].choices]
+_VARIANT = Literal[iaisreg.OPTIONS["variant"].choices]
+_ANCHOR = Literal[("policy",) + iaisreg.OPTIONS["anchor"].choices]
+_SCHEDULE = Literal[iaisreg.SCHEDULES]
 
 
 def _opt(default: Any, help: str, **metadata: Any) -> Any:
@@ -72,12 +78,10 @@ class TrainOptions:
     n_workers: int = _opt(4, "data-preparation worker processes")
     pin_mem: bool = _opt(True, "pinned-memory batches on CUDA")
     # -- IAIS
-    iais: Literal["none", "singular", "distributed"] = _opt("none", "the relation-alignment regularizer")
-    iais_variant: Literal["official", "paper"] = _opt(
-        "official", "the authors' code or the printed equations (docs/semantics.md)")
-    iais_anchor: Literal["policy", "V", "L", "both"] = _opt(
-        "policy", "policy = V on from-image groups, L on from-text groups (the authors)")
-    iais_schedule: Literal["exp", "linear", "log", "constant"] = _opt("exp", "lambda_t annealing (paper Eq. 16)")
+    iais: _IAIS = _opt("none", "the relation-alignment regularizer")
+    iais_variant: _VARIANT = _opt("official", "the authors' code or the printed equations (docs/semantics.md)")
+    iais_anchor: _ANCHOR = _opt("policy", "policy = V on from-image groups, L on from-text groups (the authors)")
+    iais_schedule: _SCHEDULE = _opt("exp", "lambda_t annealing (paper Eq. 16)")
     iais_gamma: float = _opt(5.0, "gamma of the exp/log schedules")
     iais_weight: float = _opt(1.0, "constant factor on lambda_t")
     # -- how to run
