@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench wheel clean
+.PHONY: demo test bench gpu-check wheel clean
 
 $(STAMP): pyproject.toml ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/loss.py
+
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py --out .
 
 wheel: $(STAMP)
 	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .

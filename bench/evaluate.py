@@ -4,6 +4,7 @@ Writes a random txt_db/img_db pair in the original formats (default 100 images x
 5 captions = 500 captions, 50,000 pairs), scores every pair with a small random
 UNITER, checks the recalls against a brute-force ranking and a sample of pairs
 against one-by-one scoring, and prints the throughput in pairs/s.
+``synthetic_split`` and ``timed_scores`` are also used by ``bench/gpu_check.py``.
 
     python bench/evaluate.py                       # CPU, small model
     python bench/evaluate.py --device cuda --precision fp16 --hidden 768 --layers 12 --heads 12
@@ -45,6 +46,21 @@ def brute_force_recalls(scores: np.ndarray, gt: np.ndarray, ks=(1, 5, 10)) -> di
     return out
 
 
+def synthetic_split(root: str, *, images: int, captions_per_image: int) -> tuple[TxtDb, ImgDb, UniterPairs]:
+    """A random txt_db/img_db pair written under ``root``, opened as an evaluation split."""
+    t0 = time.perf_counter()
+    paths = make_retrieval_dbs(root, n_images=images, captions_per_image=captions_per_image, compressed=True, seed=0)
+    txt_db, img_db = TxtDb(paths.txt_db), ImgDb(paths.img_db)
+    print(f"wrote {len(txt_db)} captions x {len(img_db)} images in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return txt_db, img_db, UniterPairs([(txt_db, img_db)], image_cache=0)
+
+
+def timed_scores(model: torch.nn.Module, pairs: UniterPairs, *, batch_size: int, amp: torch.dtype | None):
+    """``score_matrix`` of every pair, after one untimed pass (allocator, kernels)."""
+    score_matrix(model, pairs, collate, batch_size=batch_size, amp_dtype=amp, progress=False)
+    return score_matrix(model, pairs, collate, batch_size=batch_size, amp_dtype=amp, progress=False)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=100)
@@ -64,16 +80,8 @@ def main() -> int:
     model = UniterForRetrieval(cfg).to(args.device).eval()
     amp = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
     with tempfile.TemporaryDirectory() as root:
-        t0 = time.perf_counter()
-        paths = make_retrieval_dbs(root, n_images=args.images, captions_per_image=args.captions_per_image,
-                                   compressed=True, seed=0)
-        txt_db, img_db = TxtDb(paths.txt_db), ImgDb(paths.img_db)
-        pairs = UniterPairs([(txt_db, img_db)], image_cache=0)
-        print(f"wrote {len(txt_db)} captions x {len(img_db)} images in {time.perf_counter() - t0:.1f} s",
-              file=sys.stderr)
-        # warm-up (allocator, kernels), not timed
-        score_matrix(model, pairs, collate, batch_size=args.batch_size, amp_dtype=amp, progress=False)
-        result = score_matrix(model, pairs, collate, batch_size=args.batch_size, amp_dtype=amp, progress=False)
+        txt_db, img_db, pairs = synthetic_split(root, images=args.images, captions_per_image=args.captions_per_image)
+        result = timed_scores(model, pairs, batch_size=args.batch_size, amp=amp)
 
         scores, gt = result.scores, result.gt
         metrics = compute_recalls(scores, gt)

@@ -100,7 +100,7 @@ def reference_iais(
         bsz, _, n, _ = scores.shape
         member = {}
         for key, positions in (("L", text_positions), ("V", image_positions)):
-            m = torch.zeros(bsz, n, dtype=scores.dtype)
+            m = torch.zeros(bsz, n, dtype=scores.dtype, device=scores.device)
             for b, pos in enumerate(positions):
                 m[b, list(pos)] = 1.0
             member[key] = m
@@ -112,8 +112,8 @@ def reference_iais(
                 batch_p[r + c] = probs.mean(1, keepdim=True) if heads == "mean_probs" else probs
     losses = []
     for b in range(attn.shape[0]):
-        ti = torch.tensor(list(text_positions[b]), dtype=torch.long)
-        vi = torch.tensor(list(image_positions[b]), dtype=torch.long)
+        ti = torch.tensor(list(text_positions[b]), dtype=torch.long, device=attn.device)
+        vi = torch.tensor(list(image_positions[b]), dtype=torch.long, device=attn.device)
         if len(ti) == 0 or len(vi) == 0:
             losses.append(attn.new_zeros(()))
             continue
