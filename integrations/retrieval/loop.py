@@ -200,12 +200,12 @@ class _Run:
         if not self.is_main:
             return
         opts = self.opts
-        self.meta = {"options": dataclasses.asdict(opts), "plugin": self.plugin.describe(),
-                     "world_size": self.world, "num_gpus_equivalent": self.gpus, "accumulation": self.accum,
-                     "precision": self.precision, "device": str(self.device),
-                     "n_train_captions": self.pairs.n_captions, "n_train_images": self.pairs.n_images}
+        meta = {"options": dataclasses.asdict(opts), "plugin": self.plugin.describe(),
+                "world_size": self.world, "num_gpus_equivalent": self.gpus, "accumulation": self.accum,
+                "precision": self.precision, "device": str(self.device),
+                "n_train_captions": self.pairs.n_captions, "n_train_images": self.pairs.n_images}
         with open(os.path.join(opts.output_dir, "log", "hps.json"), "w", encoding="utf-8") as handle:
-            json.dump(self.meta, handle, indent=2)
+            json.dump(meta, handle, indent=2)
         if not opts.quiet:
             iais = "off" if opts.iais == "none" else (f"{opts.iais} ({opts.iais_variant}, anchor {opts.iais_anchor}, "
                                                       f"{opts.iais_schedule} schedule)")

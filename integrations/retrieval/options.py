@@ -73,7 +73,7 @@ class TrainOptions:
     grad_norm: float = _opt(2.0, "gradient-norm clip (<= 0: none)")
     dropout: float = _opt(0.1, "dropout of the model")
     seed: int = _opt(42, "random seed")
-    fp16: bool = _opt(True, "mixed precision on CUDA under --precision auto")
+    fp16: bool = _opt(True, "mixed precision on CUDA under --precision auto (bf16 where supported, else fp16)")
     full_val: bool = _opt(True, "full-ranking validation every valid_steps")
     n_workers: int = _opt(4, "data-preparation worker processes")
     pin_mem: bool = _opt(True, "pinned-memory batches on CUDA")
@@ -86,7 +86,8 @@ class TrainOptions:
     iais_weight: float = _opt(1.0, "constant factor on lambda_t")
     # -- how to run
     precision: Literal["auto", "fp32", "fp16", "bf16"] = _opt(
-        "auto", "auto = fp16 autocast + GradScaler on CUDA when fp16 is set, else fp32; bf16 works on CPU and CUDA")
+        "auto", "auto = on CUDA when fp16 is set: bf16 autocast where the GPU supports it, else fp16 + GradScaler; "
+                "fp32 otherwise; bf16 works on CPU and CUDA")
     device: str | None = _opt(None, "torch device (default: cuda:LOCAL_RANK when available, else cpu)")
     num_gpus_equivalent: int | None = _opt(
         None, "match the effective batch of the recipe on G GPUs: each of the K processes accumulates "

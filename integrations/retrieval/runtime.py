@@ -58,9 +58,16 @@ def process(device: str | None, *, threads: int | None = None,
 
 
 def resolve_precision(precision: str, fp16: bool, device: torch.device) -> str:
-    """``auto`` -> ``fp16`` on CUDA when the recipe says ``fp16``, else ``fp32``; fp16 needs CUDA."""
+    """The precision a run uses; ``fp16`` needs CUDA.
+
+    ``auto``: mixed precision on CUDA when the recipe asks for it (the config's
+    ``fp16`` key): bf16 where the GPU supports it (no loss scaling needed),
+    else fp16 with a gradient scaler; fp32 otherwise (and on the CPU).
+    """
     if precision == "auto":
-        return "fp16" if device.type == "cuda" and fp16 else "fp32"
+        if device.type != "cuda" or not fp16:
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision == "fp16" and device.type != "cuda":
         raise SetupError("precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
     return precision

@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the results JSON here (rank 0)")
     p.add_argument("--save-scores", help="also save the score matrix here (torch.save, rank 0)")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                   help="autocast dtype; auto = fp16 on CUDA when the config says fp16, else fp32")
+                   help="autocast dtype; auto = on CUDA when the config says fp16: bf16 where supported, else fp16; "
+                        "fp32 otherwise")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
