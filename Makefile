@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c ci/constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c ci/constraints.txt -e ".[dev,torch,jax,tf,uniter]"
+	$(PY) -m pip install -q -c ci/constraints.txt -e ".[dev,torch,jax,tf,uniter,vilt]"
 	touch $(STAMP)
 
 demo: $(STAMP)
