@@ -82,3 +82,16 @@ def _collect_garbage():
     """Close the database readers a test left in reference cycles now, rather than in a later test."""
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def vilt_world(tmp_path_factory):
+    """A tiny random ViLT saved locally, drawn shapes with a Karpathy file and Entities files, a Winoground set."""
+    from . import vilt_builders as V
+
+    root = tmp_path_factory.mktemp("vilt")
+    model = V.save_tiny_vilt(root / "model")
+    shapes = V.make_shapes(root / "shapes")
+    winoground = V.make_winoground(root / "winoground")
+    return {"root": root, "model": str(model), "winoground": str(winoground),
+            **{k: str(v) for k, v in shapes.items()}}
