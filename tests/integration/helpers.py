@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import torch
 
 from integrations.uniter.config import UniterModelConfig
@@ -168,3 +169,17 @@ def subprocess_env() -> dict:
 def run_module(args: list[str], *, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "integrations.uniter.finetune", *args], cwd=REPO_ROOT,
                           env=subprocess_env(), capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def brute_force_isda(probs_head_mean_text: np.ndarray, probs_head_mean_img: np.ndarray, tgroups, igroups) -> float:
+    """Cps + row normalisation + m-KL, written with loops (paper Eq. 7-9)."""
+    def obj(p, groups):
+        k = len(groups)
+        m = np.zeros((k, k))
+        for a, ra in enumerate(groups):
+            for b, cb in enumerate(groups):
+                m[a, b] = sum(p[i, j] for i in ra for j in cb) / len(ra)
+        return m / m.sum(1, keepdims=True)
+
+    a, b = obj(probs_head_mean_text, tgroups), obj(probs_head_mean_img, igroups)
+    return float(np.sum(a * np.log(a / b) + b * np.log(b / a)))

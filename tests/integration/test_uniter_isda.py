@@ -89,20 +89,6 @@ def world(tmp_path_factory):
             "model_cfg": model_cfg, "setting": setting}
 
 
-def _brute_isda(probs_head_mean_text: np.ndarray, probs_head_mean_img: np.ndarray, tgroups, igroups) -> float:
-    """Cps + row normalisation + m-KL, written with loops (paper Eq. 7-9)."""
-    def obj(p, groups):
-        k = len(groups)
-        m = np.zeros((k, k))
-        for a, ra in enumerate(groups):
-            for b, cb in enumerate(groups):
-                m[a, b] = sum(p[i, j] for i in ra for j in cb) / len(ra)
-        return m / m.sum(1, keepdims=True)
-
-    a, b = obj(probs_head_mean_text, tgroups), obj(probs_head_mean_img, igroups)
-    return float(np.sum(a * np.log(a / b) + b * np.log(b / a)))
-
-
 def test_isda_matches_brute_force(world):
     from integrations.uniter.config import UniterModelConfig
     from integrations.uniter.model import UniterForRetrieval, load_checkpoint
@@ -129,7 +115,7 @@ def test_isda_matches_brute_force(world):
         pt = torch.softmax(s.masked_fill(~t, -1e9), -1).mean(0).numpy()
         pv = torch.softmax(s.masked_fill(~v, -1e9), -1).mean(0).numpy()
         assert n == len(p.caption) + p.image.features.shape[0]
-        values.append(_brute_isda(pt, pv, p.groups.text_positions, p.groups.image_positions))
+        values.append(H.brute_force_isda(pt, pv, p.groups.text_positions, p.groups.image_positions))
     assert res["isda"] == pytest.approx(np.mean(values), rel=1e-4)
     assert res["isda"] > 0
     for key in ("iais_singular_V", "iais_singular_L", "iais_distributed_V", "iais_distributed_L"):
