@@ -51,6 +51,22 @@ def test_recalls_equal_brute_force_pair_by_pair_scoring(vilt_world, brute, tmp_p
     assert json.loads(capsys.readouterr().out)["metrics"] == report["metrics"]
 
 
+def test_each_image_is_read_once_and_embedded_once_per_batch(vilt_world, tmp_path, monkeypatch, capsys):
+    from integrations.vilt.data import ViltPairs
+    from integrations.vilt.model import ViltRetrieval
+
+    loaded, embedded = [], []
+    load_image, embed_images = ViltPairs.load_image, ViltRetrieval.embed_images
+    monkeypatch.setattr(ViltPairs, "load_image", lambda self, i: loaded.append(i) or load_image(self, i))
+    monkeypatch.setattr(ViltRetrieval, "embed_images",
+                        lambda self, pixels, mask: embedded.append(len(pixels)) or embed_images(self, pixels, mask))
+    assert evaluate.main(_args(vilt_world, tmp_path, "--batch-size", "64")) == 0  # 50 pairs: one batch
+    assert sorted(loaded) == list(range(5)) and embedded == [5]
+    loaded.clear(), embedded.clear()
+    assert evaluate.main(_args(vilt_world, tmp_path, "--batch-size", "10")) == 0  # one image's 10 captions a batch
+    assert sorted(loaded) == list(range(5)) and embedded == [1] * 5
+
+
 def test_the_val_split_and_an_empty_split(vilt_world, tmp_path, capsys):
     assert evaluate.main(_args(vilt_world, tmp_path, "--split", "val")) == 0
     assert json.loads((tmp_path / "results.json").read_text())["n_images"] == 3

@@ -40,7 +40,10 @@ def train_args(world, out_dir, **overrides) -> list[str]:
 
 @pytest.mark.parametrize("iais", ["singular", "none"])
 def test_finetunes_with_and_without_iais_and_evaluates(vilt_world, tmp_path, iais):
-    status, result = finetune.run(train_args(vilt_world, tmp_path, iais=iais, tensorboard=iais == "singular"))
+    """With IAIS in float32 and TensorBoard; without it under bf16 autocast (the CPU's AMP)."""
+    precision = "fp32" if iais == "singular" else "bf16"
+    status, result = finetune.run(train_args(vilt_world, tmp_path, iais=iais, tensorboard=iais == "singular",
+                                             precision=precision))
     assert status == 0 and result.finished and result.step == 3
     assert all(torch.isfinite(torch.tensor(r["rank_loss"])) for r in result.history)
     if iais == "singular":
@@ -52,6 +55,7 @@ def test_finetunes_with_and_without_iais_and_evaluates(vilt_world, tmp_path, iai
     assert saved["iais"] == iais and saved["metrics"]["n_captions"] == 10 and saved["metrics"]["n_images"] == 5
     hps = json.loads((tmp_path / "log" / "hps.json").read_text())
     assert hps["plugin"]["model"] == "vilt" and hps["plugin"]["data"]["max_text_len"] == MAX_TEXT_LEN
+    assert hps["precision"] == precision
 
 
 def test_iais_moves_the_last_layers_query_key_weights_and_nothing_it_cannot_reach(vilt_world, tmp_path):
