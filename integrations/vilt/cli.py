@@ -41,7 +41,8 @@ class ScoreOptions:
         "metavar": "PATH"})
     batch_size: int = field(default=64, metadata={"help": "pairs per forward pass"})
     precision: Literal["auto", "fp32", "fp16", "bf16"] = field(default="auto", metadata={
-        "help": "autocast dtype; auto = fp16 on CUDA, else fp32"})
+        "help": "autocast dtype; auto = the engine's mixed precision on CUDA (bf16 where supported, else fp16), "
+                "fp32 on the CPU"})
     device: str | None = field(default=None, metadata={"help": "torch device (default: cuda:LOCAL_RANK when "
                                                                 "available, else cpu)"})
     output: str | None = field(default=None, metadata={"help": "write the results JSON here", "metavar": "PATH"})
