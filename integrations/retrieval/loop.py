@@ -111,6 +111,9 @@ class _Run:
     """The state of a running fine-tuning: data, model, optimizer, objective, outputs."""
 
     def __init__(self, opts: TrainOptions, plugin: RetrievalPlugin, device: torch.device) -> None:
+        check = getattr(plugin, "check_options", None)
+        if check is not None:  # before anything is opened or written
+            check(opts)
         self.opts, self.plugin, self.device = opts, plugin, device
         self.is_main, self.world = distributed.rank() == 0, distributed.world_size()
         self.log = RunLog(opts.output_dir, enabled=self.is_main, tensorboard=opts.tensorboard)
