@@ -167,7 +167,7 @@ class _Run:
         self.precision = runtime.resolve_precision(opts.precision, opts.fp16, device)
         self.autocast = runtime.autocast_factory(self.precision, device)
         optimizer = build_optimizer(self.model, optim=opts.optim, learning_rate=opts.learning_rate,
-                                    betas=opts.betas, weight_decay=opts.weight_decay)
+                                    betas=opts.betas, weight_decay=opts.weight_decay, impl=opts.optim_impl)
         scheduler = build_scheduler(optimizer, warmup_steps=opts.warmup_steps, total_steps=opts.num_train_steps,
                                     learning_rate=opts.learning_rate)
         scaler = torch.amp.GradScaler(device.type if device.type == "cuda" else "cpu",
@@ -179,7 +179,7 @@ class _Run:
     def _warn_changed(self, state: dict, path: str) -> None:
         saved = state.get("options", state.get("config", {}))
         changed = sorted(k for k in ("num_train_steps", "train_batch_size", "negative_size", "hard_neg_size",
-                                     "learning_rate", "margin", "warmup_steps")
+                                     "learning_rate", "margin", "warmup_steps", "optim", "optim_impl")
                          if k in saved and saved[k] != getattr(self.opts, k))
         if self.is_main:
             if changed:

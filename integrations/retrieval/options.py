@@ -62,6 +62,9 @@ class TrainOptions:
     warmup_steps: int = _opt(500, "linear warm-up steps, then linear decay")
     valid_steps: int = _opt(500, "validate (and save the weights) every N steps")
     optim: Literal["adamw", "adam", "adamax"] = _opt("adamw", "optimizer")
+    optim_impl: Literal["torch", "uniter"] = _opt(
+        "torch", "torch: torch.optim.AdamW, every LayerNorm exempt from weight decay; uniter: UNITER's own AdamW "
+                 "update and its name-based decay groups, exactly as the original")
     betas: list[float] = _opt([0.9, 0.98], "Adam betas")
     weight_decay: float = _opt(0.01, "weight decay (not on biases and LayerNorm weights)")
     grad_norm: float = _opt(2.0, "gradient-norm clip (<= 0: none)")
