@@ -149,6 +149,11 @@ class _Run:
         gpus = opts.num_gpus_equivalent or self.world
         self.gpus = gpus
         self.accum, iais_scale = batch_arithmetic(opts.train_batch_size, gpus, self.world)
+        if gpus != self.world and self.is_main:
+            logger.info("num_gpus_equivalent %d on %d process(es): each process accumulates %d micro-steps per update "
+                        "to keep the batch of the %d-GPU recipe (a config file named -%dgpu- sets this by default; "
+                        "pass --num-gpus-equivalent %d for a %gx smaller batch)", gpus, self.world, self.accum, gpus,
+                        gpus, self.world, gpus / self.world)
         self.sampler_kwargs = dict(negative_size=opts.negative_size, seed=opts.seed, rank=distributed.rank(),
                                    world_size=self.world)
         try:

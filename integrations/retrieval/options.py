@@ -8,7 +8,10 @@ recipe (field names are the keys of the original UNITER training configs, e.g.
 
 - :func:`load_config` reads an original JSON config: each key goes to the
   dataclass field of the same name, checked against the field's type (errors
-  name the file and the key);
+  name the file and the key); a file whose name gives the GPU count of its
+  recipe (``train-itm-flickr-base-8gpu-hn.json``) makes that count the
+  default of ``num_gpus_equivalent`` (:func:`gpus_named_by`), so that a run
+  on fewer processes keeps the recipe's batch;
 - :func:`options_parser` derives the command line from the dataclasses'
   fields (``transformers.HfArgumentParser``: ``--train-batch-size``, ``--no-progress``,
   ...) plus ``--config`` and ``--set KEY=JSON``, and :func:`parse_options`
@@ -22,13 +25,15 @@ import dataclasses
 import json
 import math
 import os
+import re
 import types
 import typing
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
-__all__ = ["TrainOptions", "check_types", "load_config", "read_json_object", "options_parser", "parse_options"]
+__all__ = ["TrainOptions", "check_types", "load_config", "read_json_object", "gpus_named_by", "options_parser",
+           "parse_options"]
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -89,7 +94,8 @@ class TrainOptions:
     device: str | None = _opt(None, "torch device (default: cuda:LOCAL_RANK when available, else cpu)")
     num_gpus_equivalent: int | None = _opt(
         None, "match the effective batch of the recipe on G GPUs: each of the K processes accumulates "
-              "train_batch_size*G/K micro-steps (default G = K)", metavar="G")
+              "train_batch_size*G/K micro-steps (default: the GPU count in the config file's name, e.g. -8gpu-, "
+              "else G = K)", metavar="G")
     save_steps: int | None = _opt(None, "checkpoint every N steps (default: valid_steps; 0: only at the end and "
                                         "on a stop)")
     keep_checkpoints: int = _opt(3, "training checkpoints kept (0: all)", metavar="N")
@@ -175,6 +181,21 @@ def read_json_object(path: str | os.PathLike, what: str = "config file") -> dict
     return data
 
 
+_GPUS_IN_NAME = re.compile(r"-(\d+)gpus?(?=[-_.]|$)")
+
+
+def gpus_named_by(path: str | os.PathLike) -> int | None:
+    """The GPU count a config file's name gives its recipe, or None.
+
+    >>> gpus_named_by("config/train-itm-flickr-base-8gpu-hn.json"), gpus_named_by("train-itm-coco-large-16gpu-hn.json")
+    (8, 16)
+    >>> gpus_named_by("my-run.json") is None
+    True
+    """
+    match = _GPUS_IN_NAME.search(os.path.basename(os.fspath(path)))
+    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
+
+
 def _split_keys(data: Mapping[str, Any], classes: Sequence[type], source: str,
                 aliases: Mapping[str, Any]) -> list[dict]:
     """The values of ``data`` per dataclass; unknown keys warn."""
@@ -199,7 +220,9 @@ def load_config(data: Mapping[str, Any] | str | os.PathLike, *classes: type, sou
     """One instance of each dataclass in ``classes`` from a config (a JSON file or a mapping).
 
     Each key goes to the field of the same name; fields the config lacks keep
-    their defaults; an unknown key warns. ``aliases`` maps a foreign key to
+    their defaults; an unknown key warns. When ``source`` (the file) names a
+    GPU count (:func:`gpus_named_by`) and the config has no
+    ``num_gpus_equivalent``, :class:`TrainOptions` gets that count. ``aliases`` maps a foreign key to
     ``value -> (field name, value)``. A wrong type or value raises
     ``ValueError`` naming the source and the key.
 
@@ -211,6 +234,9 @@ def load_config(data: Mapping[str, Any] | str | os.PathLike, *classes: type, sou
         source = source or os.fspath(data)
         data = read_json_object(data)
     source = source or "<config>"
+    named = gpus_named_by(source)
+    if TrainOptions in classes and named is not None and "num_gpus_equivalent" not in data:
+        data = {**data, "num_gpus_equivalent": named}
     out = []
     for cls, values in zip(classes, _split_keys(data, classes, source, aliases or {})):
         try:
