@@ -112,6 +112,9 @@ class TrainOptions:
     tensorboard: bool = _opt(True, "TensorBoard event files")
     quiet: bool = _opt(False, "less output")
     run_name: str = _opt("", "a label printed with the results")
+    dry_run: int | None = _opt(None, "check paths, databases, configs and weights, print what the run would do "
+                                     "and exit without training or writing; K: plan for K processes (default: "
+                                     "WORLD_SIZE, else 1)", nargs="?", const=0, metavar="K")
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -125,6 +128,8 @@ class TrainOptions:
         for key in ("num_gpus_equivalent", "stop_after"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"key {key!r} must be >= 1, got {getattr(self, key)}")
+        if self.dry_run is not None and self.dry_run < 0:
+            raise ValueError(f"key 'dry_run' must be >= 0 processes (0: the environment's), got {self.dry_run}")
 
 
 # ----------------------------------------------------------------- types

@@ -161,6 +161,23 @@ def test_a_released_8_gpu_config_on_one_process_keeps_the_batch_of_8_gpus(data, 
     assert len(lines) == 1 and "64 micro-steps" in lines[0] and "--num-gpus-equivalent 1" in lines[0]
 
 
+def test_dry_run_checks_without_writing_and_plans_a_resume(data, tmp_path, capsys):
+    rc, result = _run(H.train_args(data, tmp_path / "new", steps=3, dry_run=True))
+    out = capsys.readouterr().out
+    assert rc == 0 and result is None and not (tmp_path / "new").exists()
+    assert "fresh start" in out and "3 updates" in out and "IAIS singular" in out and "layout:    clean" in out
+    assert _run(H.train_args(data, tmp_path / "old", steps=1, no_final_eval=True))[0] == 0
+    before = sorted(p.name for p in (tmp_path / "old").rglob("*"))
+    assert _run(H.train_args(data, tmp_path / "old", steps=3, dry_run=True))[0] == 2
+    assert "--resume auto" in capsys.readouterr().err  # the run would refuse the directory: so does its dry run
+    rc, _ = _run(H.train_args(data, tmp_path / "old", steps=3, dry_run=True, resume="auto"))
+    out = capsys.readouterr().out
+    assert rc == 0 and "resumes from" in out and "train_step_0000001.pt" in out
+    assert sorted(p.name for p in (tmp_path / "old").rglob("*")) == before  # nothing written
+    rc, _ = _run(H.train_args(data, tmp_path / "x", steps=1, dry_run=True, precision="fp16"))
+    assert rc == 2 and "fp16 needs a CUDA device" in capsys.readouterr().err
+
+
 def test_config_iais_key_of_the_authors_fork_selects_the_mode(data, tmp_path):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps({"IAIS": "distributed", "model_config": data["model_config"],
