@@ -217,6 +217,8 @@ class _Run:
                                    world_size=self.world)
         try:
             self.sampler = HardNegativeSampler(self.pairs, **self.sampler_kwargs)
+            if self.dry:  # the last rank must own captions too
+                HardNegativeSampler(self.pairs, **{**self.sampler_kwargs, "rank": self.world - 1})
         except ValueError as err:  # e.g. more processes than images
             raise SetupError(str(err)) from None
         schedule = iaisreg.get_schedule(opts.iais_schedule, opts.num_train_steps, gamma=opts.iais_gamma)

@@ -85,7 +85,10 @@ Collate = Callable[..., dict]
 def takes_group(collate: Callable[..., Any]) -> bool:
     """Whether ``collate`` accepts the keyword argument ``group`` (a :class:`GroupInfo`)."""
     func = getattr(collate, "__func__", collate)
-    return _takes_group(func)
+    try:
+        return _takes_group(func)
+    except TypeError:  # an unhashable callable object: inspect it every time
+        return _takes_group.__wrapped__(func)
 
 
 @functools.lru_cache(maxsize=64)

@@ -218,6 +218,35 @@ def test_the_clean_default_and_from_text_groups_are_unchanged(example):
             assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_a_short_run_of_the_papers_baseline_recipe(data, tmp_path):
+    """The whole loop with the original layout and UNITER's optimizer (from-image groups of varied lengths)."""
+    import json
+
+    from integrations.uniter import finetune
+
+    rc, result = finetune.run(H.train_args(data, tmp_path, steps=3, iais="none", baseline_layout="original",
+                                           optim_impl="uniter", negative_size=8, hard_neg_size=3,
+                                           no_final_eval=True))
+    assert rc == 0 and result.finished
+    trace = H.read_trace(tmp_path)
+    assert all(0 <= r["rank_loss"] <= 1.2 and r["iais_loss"] == 0 and r["grad_norm"] > 0 for r in trace)
+    hps = json.loads((tmp_path / "log" / "hps.json").read_text())
+    assert hps["plugin"]["data"]["baseline_layout"] == "original" and hps["options"]["optim_impl"] == "uniter"
+
+
+def test_takes_group_reads_the_signature_of_any_callable():
+    from integrations.retrieval.protocol import takes_group
+
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, captions, images, image_index, *, group=None):
+            return {}
+
+    assert takes_group(Unhashable()) and takes_group(original_plugin().collate) and takes_group(lambda *a, **k: 0)
+    assert not takes_group(collate) and not takes_group(lambda captions, images, image_index: 0)
+
+
 def test_original_layout_with_iais_is_refused(data, tmp_path, capsys):
     from integrations.retrieval import TrainOptions
     from integrations.uniter import finetune

@@ -176,6 +176,8 @@ def test_dry_run_checks_without_writing_and_plans_a_resume(data, tmp_path, capsy
     assert sorted(p.name for p in (tmp_path / "old").rglob("*")) == before  # nothing written
     rc, _ = _run(H.train_args(data, tmp_path / "x", steps=1, dry_run=True, precision="fp16"))
     assert rc == 2 and "fp16 needs a CUDA device" in capsys.readouterr().err
+    rc, _ = _run(H.train_args(data, tmp_path / "x", steps=1, dry_run=13, num_gpus_equivalent=13))
+    assert rc == 2 and "rank 12 of 13 owns no training caption" in capsys.readouterr().err  # 12 images
 
 
 def test_config_iais_key_of_the_authors_fork_selects_the_mode(data, tmp_path):
