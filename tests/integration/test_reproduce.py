@@ -49,7 +49,7 @@ def make_store(root) -> dict:
     common = dict(captions_per_image=2, vocab_size=H.FT_VOCAB, img_dim=H.FT_IMG_DIM, min_words=2, max_words=8,
                   boxes=(10, 12), conf_th=0.2, max_bb=100, min_bb=10)
     txt = os.path.join(store, "txt_db")
-    flickr = make_retrieval_dbs(store, n_images=6, name="flickr30k", seed=0, **common)
+    flickr = make_retrieval_dbs(store, n_images=9, name="flickr30k", seed=0, **common)  # 8 processes need 8 images
     for split in ("train", "val", "test"):
         _copy_txt_db(flickr.txt_db, os.path.join(txt, f"itm_flickr30k_{split}.db"))
     coco_train = make_retrieval_dbs(store, n_images=5, name="coco_train2014", seed=1, **common)
@@ -118,7 +118,7 @@ def test_the_runbook_dry_run_passes_on_data_laid_out_as_released(store, tmp_path
     assert "2 process(es) x 32 micro-steps" in coco_base and "layout:    clean" in coco_base
     assert "train 20 captions / 10 images" in coco_base  # both training databases
     assert "lr 3e-05" in coco_large and "IAIS distributed" in coco_large and "(uniter implementation)" in coco_large
-    assert "test: 12 captions x 6 images = 72 pairs" in evaluation
+    assert "test: 18 captions x 9 images = 162 pairs" in evaluation
     assert "precision: fp32 on cpu" in flickr_base
     assert not os.path.exists(store["RUNS"])  # nothing written
 
