@@ -8,7 +8,8 @@ data (:class:`Pairs`), a collate function and a model returning
 - :mod:`.mining`: hard-negative mining and training groups;
 - :mod:`.objective`: the margin ranking loss, the IAIS term and its anchor
   policy, the batch arithmetic;
-- :mod:`.loop`: :func:`train`, the recipe; :mod:`.options`: its options
+- :mod:`.loop`: :func:`train`, the recipe, and :func:`dry_run`, its checks
+  without training; :mod:`.options`: its options
   (:class:`TrainOptions`) read from config files and flags;
 - :mod:`.runtime` (processes, precision, seeds, signals), :mod:`.checkpoint`
   (atomic, resumable), :mod:`.distributed` (``torchrun`` helpers),
@@ -19,13 +20,14 @@ data (:class:`Pairs`), a collate function and a model returning
 """
 
 from .evaluation import compute_recalls, evaluate_retrieval, format_metrics_table, score_matrix
-from .loop import NonFiniteLossError, TrainResult, train
+from .loop import NonFiniteLossError, TrainResult, dry_run, format_plan, train
 from .objective import SetupError
 from .options import TrainOptions, load_config, options_parser, parse_options
 from .protocol import Pairs, RetrievalOutput, RetrievalPlugin
 
 __all__ = [
-    "RetrievalPlugin", "Pairs", "RetrievalOutput", "TrainOptions", "TrainResult", "train", "NonFiniteLossError",
+    "RetrievalPlugin", "Pairs", "RetrievalOutput", "TrainOptions", "TrainResult", "train", "dry_run", "format_plan",
+    "NonFiniteLossError",
     "SetupError", "evaluate_retrieval", "score_matrix", "compute_recalls", "format_metrics_table", "load_config",
     "options_parser", "parse_options",
 ]

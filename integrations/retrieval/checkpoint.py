@@ -34,7 +34,7 @@ from .runtime import seed_streams
 __all__ = [
     "FORMAT", "CheckpointError", "checkpoint_path", "save_atomic", "find_checkpoints", "latest_checkpoint",
     "prune_checkpoints", "remove_temp_files", "load_training_checkpoint", "rng_state", "set_rng_state",
-    "open_output_dir", "save_training_state", "restore_training_state", "save_weights",
+    "resume_source", "open_output_dir", "save_training_state", "restore_training_state", "save_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -192,13 +192,12 @@ def set_rng_state(state: dict) -> None:
 # ----------------------------------------------------------------- a run's directory and state
 
 
-def open_output_dir(output_dir: str, *, resume: str | None, overwrite: bool, is_main: bool) -> str | None:
-    """Prepare ``output_dir`` (``ckpt/``, ``log/``) and say which checkpoint to resume from.
+def resume_source(output_dir: str, *, resume: str | None, overwrite: bool) -> str | None:
+    """The checkpoint a run in ``output_dir`` would resume from (None: a fresh start); touches nothing.
 
-    ``resume``: None, ``"auto"`` (the newest checkpoint of ``output_dir``, or a
-    fresh start), a checkpoint file or a directory. Without ``resume`` a
-    directory holding checkpoints is refused unless ``overwrite`` (which
-    deletes them).
+    Raises ``FileExistsError`` when ``output_dir`` holds checkpoints and
+    neither ``resume`` nor ``overwrite`` says what to do with them, and
+    :class:`CheckpointError` for a ``resume`` directory without checkpoints.
     """
     ckpt_dir = os.path.join(output_dir, "ckpt")
     path = None
@@ -215,6 +214,20 @@ def open_output_dir(output_dir: str, *, resume: str | None, overwrite: bool, is_
         raise FileExistsError(
             f"{output_dir} holds training checkpoints from an earlier run (newest: {existing[-1][1]}); pass "
             f"--resume auto to continue it or --overwrite to start over")
+    return path
+
+
+def open_output_dir(output_dir: str, *, resume: str | None, overwrite: bool, is_main: bool) -> str | None:
+    """Prepare ``output_dir`` (``ckpt/``, ``log/``) and say which checkpoint to resume from.
+
+    ``resume``: None, ``"auto"`` (the newest checkpoint of ``output_dir``, or a
+    fresh start), a checkpoint file or a directory. Without ``resume`` a
+    directory holding checkpoints is refused unless ``overwrite`` (which
+    deletes them).
+    """
+    ckpt_dir = os.path.join(output_dir, "ckpt")
+    path = resume_source(output_dir, resume=resume, overwrite=overwrite)
+    existing = find_checkpoints(ckpt_dir)
     if is_main:
         os.makedirs(ckpt_dir, exist_ok=True)
         os.makedirs(os.path.join(output_dir, "log"), exist_ok=True)

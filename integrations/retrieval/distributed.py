@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "init_from_env", "teardown", "rank", "world_size", "gather_columns", "all_reduce_sum",
+__all__ = ["DistContext", "default_device", "init_from_env", "teardown", "rank", "world_size", "gather_columns", "all_reduce_sum",
            "all_gather_objects", "barrier"]
 
 
@@ -42,6 +42,14 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, else ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU."""
+    if device is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(device)
+
+
 def init_from_env(device: str | torch.device | None = None, *,
                   timeout_s: float = 1800.0) -> DistContext:
     """Join the process group described by ``torchrun``'s environment variables.
@@ -52,9 +60,7 @@ def init_from_env(device: str | torch.device | None = None, *,
     """
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(device)
+    device = default_device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     owns = False

@@ -37,14 +37,14 @@ from . import checkpoint as ckpt
 from . import distributed, runtime
 from .evaluation import evaluate_retrieval, format_metrics_table
 from .logs import RunLog
-from .mining import make_group, mine_hard_negatives
+from .mining import collate_pairs, group_info, make_group, mine_hard_negatives, to_device
 from .objective import GroupLoss, Objective, SetupError, batch_arithmetic
 from .optim import build_optimizer, build_scheduler
 from .options import TrainOptions
 from .protocol import RetrievalPlugin
-from .sampling import DIRECTIONS, CandidateStream, HardNegativeSampler
+from .sampling import DIRECTIONS, CandidateStream, HardNegativeSampler, prepare
 
-__all__ = ["TrainResult", "NonFiniteLossError", "train"]
+__all__ = ["TrainResult", "NonFiniteLossError", "train", "dry_run", "format_plan"]
 
 logger = logging.getLogger("integrations.retrieval")
 
@@ -107,13 +107,75 @@ def train(opts: TrainOptions, plugin: RetrievalPlugin) -> TrainResult:
     return result
 
 
-class _Run:
-    """The state of a running fine-tuning: data, model, optimizer, objective, outputs."""
+def dry_run(opts: TrainOptions, plugin: RetrievalPlugin, *, world: int | None = None) -> dict:
+    """Everything :func:`train` checks before its first step, without training or writing anything: the plan.
 
-    def __init__(self, opts: TrainOptions, plugin: RetrievalPlugin, device: torch.device) -> None:
+    Checks the output directory (and the checkpoint a resume would read),
+    opens the training, validation and test splits, builds the model with its
+    starting weights and scores two pairs of the first from-image group in
+    both passes, and works out the batch arithmetic for ``world`` processes
+    (default: ``WORLD_SIZE`` of the environment, else 1) and the precision on
+    this process's device. Joins no process group.
+
+    Returns:
+        A JSON-ready dict; :func:`format_plan` prints it.
+
+    Raises:
+        What :func:`train` raises for the same settings before its first step.
+    """
+    if not opts.output_dir:
+        raise SetupError("no output directory: pass --output-dir (or set output_dir in the config)")
+    world = world or int(os.environ.get("WORLD_SIZE", "1"))
+    device = distributed.default_device(opts.device)
+    resume = ckpt.resume_source(opts.output_dir, resume=opts.resume, overwrite=opts.overwrite)
+    if resume is not None:
+        ckpt.load_training_checkpoint(resume)
+    run = _Run(opts, plugin, device, world=world)
+    try:
+        run._open_data()
+        run._build_trainer(pretrained=resume is None)
+        return run.plan(resume)
+    finally:
+        run.close()
+
+
+def format_plan(plan: dict) -> str:
+    """The lines a dry run prints."""
+    splits = "; ".join(f"{name} {s['captions']} captions / {s['images']} images" for name, s in plan["splits"].items())
+    return "\n".join([
+        "dry run: every check passed; nothing was trained or written",
+        f"  output:    {plan['output_dir']} ({'resumes from ' + plan['resume'] if plan['resume'] else 'fresh start'})",
+        f"  data:      {splits}",
+        f"  model:     {plan['trainable_parameters']:,} trainable parameters; first from-image group scored "
+        f"(logits {', '.join(f'{x:.4g}' for x in plan['first_group_logits'])})",
+        f"  recipe:    {plan['num_train_steps']} updates (warm-up {plan['warmup_steps']}), lr {plan['learning_rate']:g}, "
+        f"{plan['optimizer']}, IAIS {plan['iais']}",
+        f"  batch:     {plan['processes']} process(es) x {plan['accumulation']} micro-steps x 2 groups = "
+        f"{plan['groups_per_update']} groups per update (train_batch_size {plan['train_batch_size']} x "
+        f"{plan['num_gpus_equivalent']} GPU-equivalents)",
+        "  mining:    " + ", ".join(f"from {d} {n} candidates -> {k} pairs" for d, (n, k)
+                                   in plan["candidates_and_group"].items())
+        + f" ({plan['inf_minibatch_size']} per forward); {plan['pairs_per_update']:,} pairs per update",
+        f"  precision: {plan['precision']} on {plan['device']}",
+    ])
+
+
+class _Run:
+    """The state of a running fine-tuning: data, model, optimizer, objective, outputs.
+
+    With ``world`` given (a dry run), it plans for that many processes, joins
+    nothing and writes nothing.
+    """
+
+    def __init__(self, opts: TrainOptions, plugin: RetrievalPlugin, device: torch.device, *,
+                 world: int | None = None) -> None:
+        check = getattr(plugin, "check_options", None)
+        if check is not None:  # before anything is opened or written
+            check(opts)
         self.opts, self.plugin, self.device = opts, plugin, device
-        self.is_main, self.world = distributed.rank() == 0, distributed.world_size()
-        self.log = RunLog(opts.output_dir, enabled=self.is_main, tensorboard=opts.tensorboard)
+        self.dry = world is not None
+        self.is_main, self.world = distributed.rank() == 0, world or distributed.world_size()
+        self.log = RunLog(opts.output_dir, enabled=self.is_main and not self.dry, tensorboard=opts.tensorboard)
         self.stream_iter = self.model = self.ddp = None
         self.splits: list = []
         self.ckpt_dir = os.path.join(opts.output_dir, "ckpt")
@@ -146,10 +208,17 @@ class _Run:
         gpus = opts.num_gpus_equivalent or self.world
         self.gpus = gpus
         self.accum, iais_scale = batch_arithmetic(opts.train_batch_size, gpus, self.world)
+        if gpus != self.world and self.is_main:
+            logger.info("num_gpus_equivalent %d on %d process(es): each process accumulates %d micro-steps per update "
+                        "to keep the batch of the %d-GPU recipe (by default the GPU count in the config file's name; "
+                        "--num-gpus-equivalent %d trains with a batch %gx smaller)", gpus, self.world, self.accum,
+                        gpus, self.world, gpus / self.world)
         self.sampler_kwargs = dict(negative_size=opts.negative_size, seed=opts.seed, rank=distributed.rank(),
                                    world_size=self.world)
         try:
             self.sampler = HardNegativeSampler(self.pairs, **self.sampler_kwargs)
+            if self.dry:  # the last rank must own captions too
+                HardNegativeSampler(self.pairs, **{**self.sampler_kwargs, "rank": self.world - 1})
         except ValueError as err:  # e.g. more processes than images
             raise SetupError(str(err)) from None
         schedule = iaisreg.get_schedule(opts.iais_schedule, opts.num_train_steps, gamma=opts.iais_gamma)
@@ -164,19 +233,54 @@ class _Run:
         self.precision = runtime.resolve_precision(opts.precision, opts.fp16, device)
         self.autocast = runtime.autocast_factory(self.precision, device)
         optimizer = build_optimizer(self.model, optim=opts.optim, learning_rate=opts.learning_rate,
-                                    betas=opts.betas, weight_decay=opts.weight_decay)
+                                    betas=opts.betas, weight_decay=opts.weight_decay, impl=opts.optim_impl)
         scheduler = build_scheduler(optimizer, warmup_steps=opts.warmup_steps, total_steps=opts.num_train_steps,
                                     learning_rate=opts.learning_rate)
         scaler = torch.amp.GradScaler(device.type if device.type == "cuda" else "cpu",
                                       enabled=self.precision == "fp16")
         self.trainer = {"model": self.model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-        if self.world > 1:
+        if self.world > 1 and not self.dry:
             self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def plan(self, resume: str | None) -> dict:
+        """What this run would do (a dry run), after scoring two pairs of the first from-image group."""
+        opts = self.opts
+        logits, from_image = self._first_group_logits()
+        from_text = len(self.sampler.next("text").images)
+        sizes = {d: [n, min(opts.hard_neg_size + 1, n)] for d, n in (("image", from_image), ("text", from_text))}
+        splits = {name: {"captions": p.n_captions, "images": p.n_images}
+                  for name, p in (("train", self.pairs), ("val", self.val), ("test", self.test)) if p is not None}
+        return {"output_dir": opts.output_dir, "resume": resume, "processes": self.world, "device": str(self.device),
+                "precision": self.precision, "num_gpus_equivalent": self.gpus, "accumulation": self.accum,
+                "train_batch_size": opts.train_batch_size, "groups_per_update": 2 * self.accum * self.world,
+                "candidates_and_group": sizes, "inf_minibatch_size": opts.inf_minibatch_size,
+                "pairs_per_update": self.accum * self.world * sum(n + k for n, k in sizes.values()),
+                "num_train_steps": opts.num_train_steps, "warmup_steps": opts.warmup_steps,
+                "learning_rate": opts.learning_rate, "optimizer": f"{opts.optim} ({opts.optim_impl} implementation)",
+                "iais": opts.iais, "splits": splits, "first_group_logits": logits, "plugin": self.plugin.describe(),
+                "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}
+
+    @torch.no_grad()
+    def _first_group_logits(self) -> tuple[list[float], int]:
+        """Logits of the positive and one negative of the first from-image group (mining and training batches),
+        and the group's candidate count."""
+        prepared = prepare(self.pairs, self.sampler.next("image"))
+        cand, rows = prepared.candidates, [0, 1]
+        self.model.eval()
+        out = []
+        for phase in ("mining", "training"):
+            batch = collate_pairs(prepared, [cand.captions[r] for r in rows], [cand.images[r] for r in rows],
+                                  self.plugin.collate, group=group_info(prepared, phase, rows))
+            with self.autocast() if self.autocast is not None else contextlib.nullcontext():
+                out += self.model(**to_device(batch, self.device)).logits.float().tolist()
+        if not all(math.isfinite(x) for x in out):
+            raise SetupError(f"the model scores the first training pairs as {out}: check the checkpoint and configs")
+        return out, len(cand.captions)
 
     def _warn_changed(self, state: dict, path: str) -> None:
         saved = state.get("options", state.get("config", {}))
         changed = sorted(k for k in ("num_train_steps", "train_batch_size", "negative_size", "hard_neg_size",
-                                     "learning_rate", "margin", "warmup_steps")
+                                     "learning_rate", "margin", "warmup_steps", "optim", "optim_impl")
                          if k in saved and saved[k] != getattr(self.opts, k))
         if self.is_main:
             if changed:

@@ -6,7 +6,9 @@ negatives (here in chunks of ``inf_minibatch_size`` pairs); the
 ``hard_neg_size`` highest-scoring negatives and the positive (row 0) form the
 training group. Every batch stores each distinct image once
 (:func:`collate_pairs`), so a from-image group holds its image once, however
-many captions it pairs with.
+many captions it pairs with. A collate that takes the keyword ``group``
+receives a :class:`~.protocol.GroupInfo` with every batch of a group (all the
+candidate captions, the batch's rows, mining or training).
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 
-from .protocol import Collate
+from .protocol import Collate, GroupInfo, takes_group
 from .sampling import Prepared
 
-__all__ = ["Group", "collate_pairs", "to_device", "mine_hard_negatives", "make_group"]
+__all__ = ["Group", "collate_pairs", "group_info", "to_device", "mine_hard_negatives", "make_group"]
 
 
 class Group(NamedTuple):
@@ -39,20 +41,29 @@ class Group(NamedTuple):
     n_scored: int
 
 
-def collate_pairs(source: Any, captions: Sequence[int], images: Sequence[int], collate: Collate) -> dict:
+def collate_pairs(source: Any, captions: Sequence[int], images: Sequence[int], collate: Collate, *,
+                  group: GroupInfo | None = None) -> dict:
     """Model inputs (CPU) for the pairs ``(captions[b], images[b])``.
 
     ``source`` is anything with ``caption(c)`` and ``image(i)`` (a
     :class:`~.protocol.Pairs` split or a :class:`~.sampling.Prepared` item);
-    each distinct image is decoded and passed to ``collate`` once.
+    each distinct image is decoded and passed to ``collate`` once. ``group``
+    is passed on only to a collate that takes it.
     """
     if len(captions) != len(images) or not captions:
         raise ValueError(f"need as many captions as images (>= 1), got {len(captions)} and {len(images)}")
     slot: dict[int, int] = {}
     for i in images:
         slot.setdefault(i, len(slot))
+    extra = {"group": group} if group is not None and takes_group(collate) else {}
     return collate([source.caption(c) for c in captions], [source.image(i) for i in slot],
-                   [slot[i] for i in images])
+                   [slot[i] for i in images], **extra)
+
+
+def group_info(prepared: Prepared, phase: str, rows: Sequence[int]) -> GroupInfo:
+    """The :class:`~.protocol.GroupInfo` of the batch holding ``rows`` of ``prepared``'s candidates."""
+    candidates = prepared.candidates
+    return GroupInfo(candidates.direction, phase, [prepared.caption(c) for c in candidates.captions], list(rows))
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -83,10 +94,12 @@ def mine_hard_negatives(model: torch.nn.Module, prepared: Prepared, collate: Col
     was_training = model.training
     model.eval()
     logits = []
+    info = group_info(prepared, "mining", [])
     try:
         for lo in range(0, n, chunk_size):
             batch = collate_pairs(prepared, candidates.captions[lo:lo + chunk_size],
-                                  candidates.images[lo:lo + chunk_size], collate)
+                                  candidates.images[lo:lo + chunk_size], collate,
+                                  group=info._replace(rows=list(range(lo, min(lo + chunk_size, n)))))
             with autocast() if autocast is not None else contextlib.nullcontext():
                 logits.append(model(**to_device(batch, device)).logits.float())
     finally:
@@ -103,5 +116,5 @@ def make_group(prepared: Prepared, rows: Sequence[int], collate: Collate, device
     candidates = prepared.candidates
     captions = [candidates.captions[r] for r in rows]
     images = [candidates.images[r] for r in rows]
-    batch = to_device(collate_pairs(prepared, captions, images, collate), device)
-    return Group(candidates.direction, batch, captions, images, len(candidates.captions))
+    batch = collate_pairs(prepared, captions, images, collate, group=group_info(prepared, "training", rows))
+    return Group(candidates.direction, to_device(batch, device), captions, images, len(candidates.captions))

@@ -8,7 +8,10 @@ recipe (field names are the keys of the original UNITER training configs, e.g.
 
 - :func:`load_config` reads an original JSON config: each key goes to the
   dataclass field of the same name, checked against the field's type (errors
-  name the file and the key);
+  name the file and the key); a file whose name gives the GPU count of its
+  recipe (``train-itm-flickr-base-8gpu-hn.json``) makes that count the
+  default of ``num_gpus_equivalent`` (:func:`gpus_named_by`), so that a run
+  on fewer processes keeps the recipe's batch;
 - :func:`options_parser` derives the command line from the dataclasses'
   fields (``transformers.HfArgumentParser``: ``--train-batch-size``, ``--no-progress``,
   ...) plus ``--config`` and ``--set KEY=JSON``, and :func:`parse_options`
@@ -22,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import types
 import typing
 import warnings
@@ -30,7 +34,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import iaisreg
 
-__all__ = ["TrainOptions", "check_types", "load_config", "read_json_object", "options_parser", "parse_options"]
+__all__ = ["TrainOptions", "check_types", "load_config", "read_json_object", "gpus_named_by", "options_parser",
+           "parse_options"]
 
 # the IAIS choices come from the library's own options table
 _IAIS = Literal[("none",) + iaisreg.OPTIONS["mode"].choices]
@@ -68,6 +73,9 @@ class TrainOptions:
     warmup_steps: int = _opt(500, "linear warm-up steps, then linear decay")
     valid_steps: int = _opt(500, "validate (and save the weights) every N steps")
     optim: Literal["adamw", "adam", "adamax"] = _opt("adamw", "optimizer")
+    optim_impl: Literal["torch", "uniter"] = _opt(
+        "torch", "torch: torch.optim.AdamW, every LayerNorm exempt from weight decay; uniter: UNITER's own AdamW "
+                 "update and its name-based decay groups, exactly as the original")
     betas: list[float] = _opt([0.9, 0.98], "Adam betas")
     weight_decay: float = _opt(0.01, "weight decay (not on biases and LayerNorm weights)")
     grad_norm: float = _opt(2.0, "gradient-norm clip (<= 0: none)")
@@ -91,7 +99,8 @@ class TrainOptions:
     device: str | None = _opt(None, "torch device (default: cuda:LOCAL_RANK when available, else cpu)")
     num_gpus_equivalent: int | None = _opt(
         None, "match the effective batch of the recipe on G GPUs: each of the K processes accumulates "
-              "train_batch_size*G/K micro-steps (default G = K)", metavar="G")
+              "train_batch_size*G/K micro-steps (default: the GPU count in the config file's name, e.g. -8gpu-, "
+              "else G = K)", metavar="G")
     save_steps: int | None = _opt(None, "checkpoint every N steps (default: valid_steps; 0: only at the end and "
                                         "on a stop)")
     keep_checkpoints: int = _opt(3, "training checkpoints kept (0: all)", metavar="N")
@@ -110,6 +119,9 @@ class TrainOptions:
     tensorboard: bool = _opt(True, "TensorBoard event files")
     quiet: bool = _opt(False, "less output")
     run_name: str = _opt("", "a label printed with the results")
+    dry_run: int | None = _opt(None, "check paths, databases, configs and weights, print what the run would do "
+                                     "and exit without training or writing; K: plan for K processes (default: "
+                                     "WORLD_SIZE, else 1)", nargs="?", const=0, metavar="K")
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -124,6 +136,8 @@ class TrainOptions:
         for key in ("num_gpus_equivalent", "stop_after"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"key {key!r} must be >= 1, got {getattr(self, key)}")
+        if self.dry_run is not None and self.dry_run < 0:
+            raise ValueError(f"key 'dry_run' must be >= 0 processes (0: the environment's), got {self.dry_run}")
 
 
 # ----------------------------------------------------------------- types
@@ -180,6 +194,21 @@ def read_json_object(path: str | os.PathLike, what: str = "config file") -> dict
     return data
 
 
+_GPUS_IN_NAME = re.compile(r"-(\d+)gpus?(?=[-_.]|$)")
+
+
+def gpus_named_by(path: str | os.PathLike) -> int | None:
+    """The GPU count a config file's name gives its recipe, or None.
+
+    >>> gpus_named_by("config/train-itm-flickr-base-8gpu-hn.json"), gpus_named_by("train-itm-coco-large-16gpu-hn.json")
+    (8, 16)
+    >>> gpus_named_by("my-run.json") is None
+    True
+    """
+    match = _GPUS_IN_NAME.search(os.path.basename(os.fspath(path)))
+    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
+
+
 def _split_keys(data: Mapping[str, Any], classes: Sequence[type], source: str,
                 aliases: Mapping[str, Any]) -> list[dict]:
     """The values of ``data`` per dataclass; unknown keys warn."""
@@ -204,7 +233,9 @@ def load_config(data: Mapping[str, Any] | str | os.PathLike, *classes: type, sou
     """One instance of each dataclass in ``classes`` from a config (a JSON file or a mapping).
 
     Each key goes to the field of the same name; fields the config lacks keep
-    their defaults; an unknown key warns. ``aliases`` maps a foreign key to
+    their defaults; an unknown key warns. When ``source`` (the file) names a
+    GPU count (:func:`gpus_named_by`) and the config has no
+    ``num_gpus_equivalent``, :class:`TrainOptions` gets that count. ``aliases`` maps a foreign key to
     ``value -> (field name, value)``. A wrong type or value raises
     ``ValueError`` naming the source and the key.
 
@@ -216,6 +247,9 @@ def load_config(data: Mapping[str, Any] | str | os.PathLike, *classes: type, sou
         source = source or os.fspath(data)
         data = read_json_object(data)
     source = source or "<config>"
+    named = gpus_named_by(source)
+    if TrainOptions in classes and named is not None and "num_gpus_equivalent" not in data:
+        data = {**data, "num_gpus_equivalent": named}
     out = []
     for cls, values in zip(classes, _split_keys(data, classes, source, aliases or {})):
         try:

@@ -10,7 +10,14 @@ three things a plug-in provides:
    (:meth:`Pairs.load_image`) from its own files.
 2. **A collate function** ``collate(captions, images, image_index) -> dict``:
    the model inputs (CPU tensors) for the pairs ``(captions[b],
-   images[image_index[b]])``; each distinct image is passed once.
+   images[image_index[b]])``; each distinct image is passed once. When the
+   batch belongs to a hard-negative group and the function takes a keyword
+   argument ``group``, the engine also passes a :class:`GroupInfo` (the
+   group's direction, all its candidate captions, mining or training), so that
+   a plug-in can lay out a chunk as if the whole candidate set were one batch
+   (the UNITER plug-in's ``--baseline-layout original`` needs this). Plug-ins
+   that do not need it leave the keyword out and never see it; evaluation
+   batches never carry it.
 3. **A model**, a ``torch.nn.Module`` called as ``model(**batch,
    scores_rows=rows)`` that returns a :class:`RetrievalOutput`: a match logit
    per pair and, for the batch rows in ``scores_rows``, the last layer's
@@ -23,12 +30,14 @@ model; :func:`integrations.retrieval.train` takes one.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import OrderedDict
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import torch
 
-__all__ = ["RetrievalOutput", "Pairs", "Collate", "RetrievalPlugin"]
+__all__ = ["RetrievalOutput", "GroupInfo", "Pairs", "Collate", "RetrievalPlugin", "takes_group"]
 
 
 class RetrievalOutput(NamedTuple):
@@ -49,8 +58,47 @@ class RetrievalOutput(NamedTuple):
     image_mask: torch.Tensor | None = None
 
 
-#: ``collate(captions, images, image_index) -> model inputs`` (CPU tensors)
-Collate = Callable[[Sequence[Any], Sequence[Any], Sequence[int]], dict]
+class GroupInfo(NamedTuple):
+    """What a batch of a hard-negative group is part of (the optional ``group`` keyword of a collate).
+
+    Attributes:
+        direction: ``"image"`` (one image, many captions) or ``"text"`` (one
+            caption, many images).
+        phase: ``"mining"`` (scoring the candidates, chunk by chunk) or
+            ``"training"`` (the positive and the hard negatives kept).
+        captions: the decoded captions of the **whole** candidate set, in
+            candidate order (row 0 the positive), whatever part of it the
+            batch holds.
+        rows: the candidate rows of the batch's pairs, in batch order.
+    """
+
+    direction: str
+    phase: str
+    captions: Sequence[Any]
+    rows: Sequence[int]
+
+
+#: ``collate(captions, images, image_index[, *, group]) -> model inputs`` (CPU tensors)
+Collate = Callable[..., dict]
+
+
+def takes_group(collate: Callable[..., Any]) -> bool:
+    """Whether ``collate`` accepts the keyword argument ``group`` (a :class:`GroupInfo`)."""
+    func = getattr(collate, "__func__", collate)
+    try:
+        return _takes_group(func)
+    except TypeError:  # an unhashable callable object: inspect it every time
+        return _takes_group.__wrapped__(func)
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_group(func: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature: never passed
+        return False
+    return any(p.name == "group" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+               or p.kind == p.VAR_KEYWORD for p in params)
 
 
 class Pairs:
@@ -148,7 +196,13 @@ def _ranges(counts: Sequence[int]) -> list[range]:
 
 
 class RetrievalPlugin(Protocol):
-    """A model plug-in: its data, batches and model (see the module docstring)."""
+    """A model plug-in: its data, batches and model (see the module docstring).
+
+    Optionally, a plug-in may also define ``check_options(opts: TrainOptions)
+    -> None``, raising :class:`~integrations.retrieval.SetupError` for run
+    options it cannot honour; :func:`~integrations.retrieval.train` calls it,
+    when present, before opening any data.
+    """
 
     def train_pairs(self, *, image_cache: int) -> Pairs:
         """The training split (all training sources)."""
@@ -160,7 +214,12 @@ class RetrievalPlugin(Protocol):
         """The model on the CPU; with ``pretrained``, its starting weights loaded."""
 
     def collate(self, captions: Sequence[Any], images: Sequence[Any], image_index: Sequence[int]) -> dict:
-        """Model inputs for the pairs ``(captions[b], images[image_index[b]])``."""
+        """Model inputs for the pairs ``(captions[b], images[image_index[b]])``.
+
+        May take a keyword-only ``group: GroupInfo | None = None`` as well (see
+        the module docstring); the engine passes it only to a collate that
+        declares it.
+        """
 
     def describe(self) -> dict:
         """JSON-ready settings of the plug-in, saved with every run and checkpoint."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from ..retrieval.options import TrainOptions, check_types, load_config, read_json_object
 
@@ -135,6 +135,10 @@ class UniterData:
         "help": "read the _compressed img_db variant (default: whichever exists)"})
     img_dim: int | None = field(default=None, metadata={"help": "region feature width (default: read from the "
                                                                 "img_db)"})
+    baseline_layout: Literal["clean", "original"] = field(default="clean", metadata={
+        "help": "clean: every row's regions right after its own text; original: the authors' no-IAIS from-image "
+                "batches, as the paper's baseline was trained (leaked-length gather index when mining, plain "
+                "concatenation with the compact mask when training); not with --iais"})
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="autocast dtype; auto = on CUDA when the config says fp16: bf16 where supported, else fp16; "
                         "fp32 otherwise")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the split's databases, the model config and the checkpoint, print what would be "
+                        "scored and exit without scoring")
     return p
 
 
@@ -59,6 +62,27 @@ def evaluate(split: Split, args: argparse.Namespace) -> int:
             pairs.close()
         if distributed.rank() == 0:
             _report(result, split, args, precision, str(ctx.device))
+    return 0
+
+
+def dry_run(split: Split, args: argparse.Namespace) -> int:
+    """Open the split and decode its first caption and image, load the weights; print what would be scored."""
+    device = distributed.default_device(args.device)
+    precision = runtime.resolve_precision(args.precision, split.opts.fp16, device)
+    pairs = split.open()  # every image a caption refers to must be in the img_db
+    try:
+        pairs.caption(0), pairs.image(0)
+        n_txt, n_img = pairs.n_captions, pairs.n_images
+    finally:
+        pairs.close()
+    model = split.plugin.build_model(checkpoint=args.checkpoint)
+    n_pairs = n_txt * n_img
+    print(f"dry run: every check passed; nothing was scored\n"
+          f"  split:     {args.split}: {n_txt} captions x {n_img} images = {n_pairs:,} pairs "
+          f"({split.txt_db}, {split.img_db})\n"
+          f"  model:     {sum(p.numel() for p in model.parameters()):,} parameters from {args.checkpoint}\n"
+          f"  batches:   {split.batch_size} pairs per forward, {-(-n_pairs // split.batch_size):,} forwards in all\n"
+          f"  precision: {precision} on {device}", flush=True)
     return 0
 
 
@@ -91,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     split = open_split(args, parser)
     setup_logging()
-    return run_command(lambda: evaluate(split, args), user_errors=(DbError,))
+    return run_command(lambda: (dry_run if args.dry_run else evaluate)(split, args), user_errors=(DbError,))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ Command line (from a checkout)::
 
     python -m integrations.uniter.finetune --config ... --output-dir runs/flickr-iais --resume auto
 
+    python -m integrations.uniter.finetune --config ... --output-dir runs/x --dry-run 8   # check, print the plan
+
 The config is an original ``train-itm-*-hn.json`` file, read unchanged; every
 key is also a flag (``--train-batch-size``), and flags override the file. See
 ``docs/finetune.md`` for the recipe, the batch arithmetic, checkpoints and
@@ -28,14 +30,14 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from ..retrieval import TrainResult, options_parser, parse_options, train
+from ..retrieval import TrainResult, dry_run, format_plan, options_parser, parse_options, train
 from ..retrieval.cli import run_command, setup_logging
 from ..retrieval.options import TrainOptions
 from .config import CONFIG_ALIASES, UniterData
 from .data import DbError
 from .plugin import UniterPlugin
 
-__all__ = ["main", "build_parser", "parse", "run"]
+__all__ = ["main", "build_parser", "parse", "run", "print_plan"]
 
 
 def build_parser():
@@ -71,11 +73,24 @@ def run(argv: Sequence[str]) -> tuple[int, TrainResult | None]:
     result: list[TrainResult] = []
 
     def body() -> int:
+        if opts.dry_run is not None:
+            print_plan(dry_run(opts, plugin, world=opts.dry_run or None))
+            return 0
         result.append(train(opts, plugin))
         return 0
 
     status = run_command(body, user_errors=(DbError,))
     return status, (result[0] if result else None)
+
+
+def print_plan(plan: dict) -> None:
+    """The engine's plan of a dry run, plus what UNITER adds: weights, model config, batch layout."""
+    data = plan["plugin"]["data"]
+    layout = {"clean": "clean (each row's regions right after its own text)",
+              "original": "original (the authors' no-IAIS from-image batches: the paper's baseline)"}
+    print(format_plan(plan))
+    print(f"  weights:   {data['checkpoint'] or 'none (random initialisation)'}; model config {data['model_config']}")
+    print(f"  layout:    {layout[data['baseline_layout']]}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

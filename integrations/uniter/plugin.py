@@ -5,7 +5,9 @@
   name (only those some caption refers to); a caption decodes to ``[CLS] + ids
   + [SEP]``, an image to its regions;
 - :class:`UniterPlugin`: the splits of a run, the model (with its starting
-  weights) and the collate function (:func:`.data.collate`).
+  weights) and the collate function (:func:`.data.collate`; with
+  ``baseline_layout="original"``, :func:`.data.collate_original_from_image`
+  for the batches of from-image groups).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Sequence
 import torch
 
 from ..retrieval.objective import SetupError
-from ..retrieval.protocol import Pairs
+from ..retrieval.protocol import GroupInfo, Pairs
 from .config import UniterData, UniterModelConfig
-from .data import ImgDb, MissingRecordError, TxtDb, collate
+from .data import ImgDb, MissingRecordError, TxtDb, collate, collate_original_from_image
 from .model import UniterForRetrieval, build_model
 
 __all__ = ["UniterPairs", "UniterPlugin"]
@@ -101,8 +103,6 @@ class UniterPlugin:
         model_config: the model config (default: read from ``data.model_config``).
     """
 
-    collate = staticmethod(collate)
-
     def __init__(self, data: UniterData, model_config: UniterModelConfig | None = None) -> None:
         if model_config is None:
             if not data.model_config:
@@ -110,6 +110,29 @@ class UniterPlugin:
             model_config = UniterModelConfig.from_json(data.model_config)
         self.data, self.model_config = data, model_config
         self._img_dim = data.img_dim
+
+    def collate(self, captions: Sequence[torch.Tensor], images: Sequence, image_index: Sequence[int], *,
+                group: GroupInfo | None = None) -> dict:
+        """The batch of the pairs ``(captions[b], images[image_index[b]])`` (see :func:`.data.collate`).
+
+        With ``baseline_layout="original"``, a batch of a from-image group is
+        laid out as the authors' no-IAIS code laid out the whole candidate set
+        (:func:`.data.collate_original_from_image`), whatever chunk of it
+        ``captions`` is.
+        """
+        if group is None or group.direction != "image" or self.data.baseline_layout == "clean":
+            return collate(captions, images, image_index)
+        if len(images) != 1:
+            raise ValueError(f"a from-image group pairs one image with its captions, got {len(images)} images")
+        lengths = [len(t) for t in group.captions]
+        return collate_original_from_image(captions, images[0], max_tl=max(lengths), last_tl=lengths[-1],
+                                           mining=group.phase == "mining")
+
+    def check_options(self, opts) -> None:
+        """The original layout is the paper's no-IAIS baseline only (its IAIS runs used the clean one)."""
+        if self.data.baseline_layout == "original" and opts.iais != "none":
+            raise SetupError(f"--baseline-layout original reproduces the paper's no-IAIS baseline and cannot be "
+                             f"combined with --iais {opts.iais} (the authors' IAIS runs used the clean layout)")
 
     def train_pairs(self, *, image_cache: int) -> UniterPairs:
         if not self.data.train_txt_dbs:
@@ -151,7 +174,10 @@ class UniterPlugin:
         if dropout is not None:
             config = dataclasses.replace(config, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
         checkpoint = (checkpoint or self.data.checkpoint) if pretrained else None
-        model, report = build_model(config, checkpoint, img_dim=self.img_dim)
+        try:
+            model, report = build_model(config, checkpoint, img_dim=self.img_dim)
+        except (ValueError, TypeError) as err:  # weights that do not fit the model config: the user's to fix
+            raise SetupError(str(err)) from None
         if report is not None:
             logger.info("loaded %s%s", checkpoint,
                         " (rank_output initialised from itm_output)" if report.rank_output_from_itm else "")

@@ -149,6 +149,23 @@ def train_args(data: dict, out_dir, *, split: str = "multi", steps: int = 4, **o
     return args
 
 
+def released_config(data: dict, tmp_path, **changes) -> str:
+    """The released Flickr30k config, keys and values as shipped, its paths pointed at the ``multi`` test set.
+
+    Written under its released name (``train-itm-flickr-base-8gpu-hn.json``) into ``tmp_path``.
+    """
+    with open(FLICKR_CONFIG, encoding="utf-8") as handle:
+        cfg = json.load(handle)
+    multi = data["multi"]
+    cfg.update(train_txt_dbs=[multi.txt_db], train_img_dbs=[multi.img_db], val_txt_db=multi.txt_db,
+               val_img_db=multi.img_db, test_txt_db=multi.txt_db, test_img_db=multi.img_db,
+               checkpoint=None, model_config=data["model_config"], **changes)
+    path = os.path.join(str(tmp_path), os.path.basename(FLICKR_CONFIG))
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(cfg, handle, indent=4)
+    return path
+
+
 def read_trace(out_dir) -> list[dict]:
     with open(os.path.join(str(out_dir), "log", "train_log.jsonl"), encoding="utf-8") as handle:
         return [json.loads(line) for line in handle]

@@ -14,7 +14,7 @@ import iaisreg.torch as iais_torch
 from integrations.retrieval import checkpoint as ckpt
 from integrations.retrieval.mining import collate_pairs, make_group, mine_hard_negatives
 from integrations.retrieval.objective import batch_arithmetic, iais_term, rank_loss
-from integrations.retrieval.optim import WarmupLinear, build_optimizer, build_scheduler, param_groups
+from integrations.retrieval.optim import UniterAdamW, WarmupLinear, build_optimizer, build_scheduler, param_groups
 from integrations.retrieval.sampling import CandidateStream, HardNegativeSampler, prepare
 from integrations.uniter.config import UniterModelConfig
 from integrations.uniter.data import ImgDb, TxtDb, collate
@@ -223,6 +223,75 @@ def test_no_weight_decay_on_biases_and_layernorm_weights():
     assert frozen and not frozen & (decayed | exempt)
     opt = build_optimizer(model, learning_rate=5e-5, betas=[0.9, 0.98])
     assert opt.defaults["eps"] == 1e-6 and opt.defaults["betas"] == (0.9, 0.98)
+
+
+def test_uniter_groups_decay_what_the_original_names_say():
+    model = _model()
+    decay, plain = param_groups(model, 0.01, impl="uniter")
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    exempt = {names[id(p)] for p in plain["params"]}
+    # the original matched 'bias', 'LayerNorm.bias', 'LayerNorm.weight' in the name
+    assert {"uniter.img_embeddings.img_layer_norm.weight", "uniter.img_embeddings.pos_layer_norm.weight"} <= decayed
+    assert "uniter.encoder.layer.0.attention.output.LayerNorm.weight" in exempt
+    assert "uniter.img_embeddings.img_layer_norm.bias" in exempt
+    assert all("bias" in n or "LayerNorm.weight" in n for n in exempt)
+    assert isinstance(build_optimizer(model, impl="uniter"), UniterAdamW)
+    assert isinstance(build_optimizer(model, optim="adam", impl="uniter"), torch.optim.Adam)
+
+
+def _uniter_adamw_by_hand(params, grads, lrs, *, betas, eps, weight_decay):
+    """The update rule of UNITER's AdamW, transcribed step by step on plain tensors."""
+    b1, b2 = betas
+    p = [x.clone() for x in params]
+    m = [torch.zeros_like(x) for x in params]
+    v = [torch.zeros_like(x) for x in params]
+    for t, (lr, step_grads) in enumerate(zip(lrs, grads), start=1):
+        for i, g in enumerate(step_grads):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            step_size = lr * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+            p[i] = p[i] - step_size * m[i] / (v[i].sqrt() + eps)
+            p[i] = p[i] - lr * weight_decay[i] * p[i]  # decoupled decay, after the update
+    return p
+
+
+def test_uniter_adamw_equals_the_transcribed_update_rule_and_resumes():
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(4, 3, generator=g), torch.randn(3, generator=g)]
+    grads = [[torch.randn(x.shape, generator=g) * 10 ** -k for x in params] for k in range(6)]  # tiny to large
+    lrs = [1e-2, 5e-3, 2e-2, 1e-2, 1e-3, 3e-2]
+    expected = _uniter_adamw_by_hand(params, grads, lrs, betas=(0.9, 0.98), eps=1e-6, weight_decay=[0.01, 0.0])
+    weights = [torch.nn.Parameter(x.clone()) for x in params]
+    opt = UniterAdamW([{"params": [weights[0]], "weight_decay": 0.01}, {"params": [weights[1]], "weight_decay": 0.0}],
+                      lr=1.0, betas=(0.9, 0.98), eps=1e-6)
+    for t, (lr, step_grads) in enumerate(zip(lrs, grads)):
+        if t == 3:  # resume mid-way from the state dict, as a checkpoint does
+            state = opt.state_dict()
+            opt = UniterAdamW([{"params": [weights[0]], "weight_decay": 0.01},
+                               {"params": [weights[1]], "weight_decay": 0.0}], lr=1.0, betas=(0.9, 0.98))
+            opt.load_state_dict(state)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for w, grad in zip(weights, step_grads):
+            w.grad = grad.clone()
+        opt.step()
+    for w, e in zip(weights, expected):
+        torch.testing.assert_close(w.detach(), e, rtol=1e-6, atol=1e-8)
+
+
+def test_uniter_adamw_first_step_has_the_effective_epsilon_of_the_original():
+    """eps is added to sqrt(v) before the bias correction: eps / sqrt(1 - beta2) = 7.07e-6 at step 1."""
+    grad = 1e-6 / (1 - 0.98) ** 0.5  # the effective epsilon itself: the first update is lr / 2
+    updates = {}
+    for name, cls in (("uniter", UniterAdamW), ("torch", torch.optim.AdamW)):
+        w = torch.nn.Parameter(torch.zeros(1))
+        opt = cls([w], lr=1.0, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
+        w.grad = torch.full((1,), grad)
+        opt.step()
+        updates[name] = -float(w.detach())
+    assert updates["uniter"] == pytest.approx(0.5, rel=1e-5)
+    assert updates["torch"] == pytest.approx(grad / (grad + 1e-6), rel=1e-5)  # about 0.876
 
 
 def test_warmup_then_linear_decay_as_get_lr_sched():

@@ -37,6 +37,28 @@ def test_released_train_config_is_read_as_is():
     assert data.split_dbs("val") == ("/txt/itm_flickr30k_val.db", "/img/flickr30k/")
 
 
+@pytest.mark.parametrize("name, expected", [("train-itm-flickr-base-8gpu-hn.json", 8),
+                                            ("train-itm-coco-large-16gpu-hn.json", 16), ("my-run.json", None)])
+def test_a_config_naming_its_gpu_count_makes_it_the_default_equivalent(tmp_path, name, expected):
+    path = tmp_path / name
+    path.write_text(json.dumps({"train_batch_size": 8}))
+    assert read_train_config(path)[0].num_gpus_equivalent == expected
+    path.write_text(json.dumps({"train_batch_size": 8, "num_gpus_equivalent": 2}))
+    assert read_train_config(path)[0].num_gpus_equivalent == 2  # the file's own key wins
+    assert read_train_config({"train_batch_size": 8})[0].num_gpus_equivalent is None  # a mapping has no name
+
+
+def test_module_doctests():
+    import doctest
+    import importlib
+
+    for name in ("integrations.retrieval.options", "integrations.retrieval.objective", "integrations.uniter.config",
+                 "integrations.uniter.data.collate"):
+        module = importlib.import_module(name)
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
 def test_contract_key_set_is_known_and_held_once():
     keys = ("train_txt_dbs, train_img_dbs, val_txt_db, val_img_db, test_txt_db, test_img_db, checkpoint, "
             "model_config, output_dir, max_txt_len, conf_th, max_bb, min_bb, num_bb, train_batch_size, "

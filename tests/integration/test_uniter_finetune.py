@@ -133,16 +133,10 @@ def test_starts_from_a_pretraining_checkpoint_and_runs_in_bf16(data, tmp_path, c
 
 def test_original_flickr_config_with_iais_singular_starts_a_run(data, tmp_path):
     """The released config file, keys and values as shipped, with only the paths pointed at test data."""
-    with open(H.FLICKR_CONFIG, encoding="utf-8") as handle:
-        cfg = json.load(handle)
-    multi = data["multi"]
-    cfg.update(train_txt_dbs=[multi.txt_db], train_img_dbs=[multi.img_db], val_txt_db=multi.txt_db,
-               val_img_db=multi.img_db, test_txt_db=multi.txt_db, test_img_db=multi.img_db,
-               checkpoint=None, model_config=data["model_config"], output_dir=str(tmp_path / "run"))
-    path = tmp_path / "train-itm-flickr-base-8gpu-hn.json"
-    path.write_text(json.dumps(cfg, indent=4))
+    path = H.released_config(data, tmp_path, output_dir=str(tmp_path / "run"))
     proc = H.run_module(["--config", str(path), "--iais", "singular", "--num-train-steps", "2",
-                         "--set", "max_bb=8", "--set", "min_bb=2", "--no-progress", "--no-final-eval"])
+                         "--num-gpus-equivalent", "1", "--set", "max_bb=8", "--set", "min_bb=2", "--no-progress",
+                         "--no-final-eval"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     trace = H.read_trace(tmp_path / "run")
     assert [r["step"] for r in trace] == [1, 2]
@@ -152,6 +146,38 @@ def test_original_flickr_config_with_iais_singular_starts_a_run(data, tmp_path):
     assert hps["accumulation"] == 8 and hps["options"]["n_workers"] == 4  # 4 data workers were used
     assert "negative_size=399 but only 11 images" in proc.stderr  # both capped, each said once
     assert proc.stderr.count("negative_size=399 but only 33 captions") == 1
+
+
+def test_a_released_8_gpu_config_on_one_process_keeps_the_batch_of_8_gpus(data, tmp_path):
+    """No --num-gpus-equivalent: the count in the file name (8) is used, and one log line names 8 and 1."""
+    path = H.released_config(data, tmp_path, output_dir=str(tmp_path / "run"), negative_size=3, hard_neg_size=1,
+                             n_workers=0)
+    proc = H.run_module(["--config", str(path), "--num-train-steps", "1", "--set", "max_bb=8", "--set", "min_bb=2",
+                         "--no-progress", "--no-final-eval", "--no-tensorboard", "--threads", "1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hps = json.loads((tmp_path / "run" / "log" / "hps.json").read_text())
+    assert hps["world_size"] == 1 and hps["num_gpus_equivalent"] == 8 and hps["accumulation"] == 64
+    lines = [line for line in proc.stderr.splitlines() if "num_gpus_equivalent 8 on 1 process" in line]
+    assert len(lines) == 1 and "64 micro-steps" in lines[0] and "--num-gpus-equivalent 1" in lines[0]
+
+
+def test_dry_run_checks_without_writing_and_plans_a_resume(data, tmp_path, capsys):
+    rc, result = _run(H.train_args(data, tmp_path / "new", steps=3, dry_run=True))
+    out = capsys.readouterr().out
+    assert rc == 0 and result is None and not (tmp_path / "new").exists()
+    assert "fresh start" in out and "3 updates" in out and "IAIS singular" in out and "layout:    clean" in out
+    assert _run(H.train_args(data, tmp_path / "old", steps=1, no_final_eval=True))[0] == 0
+    before = sorted(p.name for p in (tmp_path / "old").rglob("*"))
+    assert _run(H.train_args(data, tmp_path / "old", steps=3, dry_run=True))[0] == 2
+    assert "--resume auto" in capsys.readouterr().err  # the run would refuse the directory: so does its dry run
+    rc, _ = _run(H.train_args(data, tmp_path / "old", steps=3, dry_run=True, resume="auto"))
+    out = capsys.readouterr().out
+    assert rc == 0 and "resumes from" in out and "train_step_0000001.pt" in out
+    assert sorted(p.name for p in (tmp_path / "old").rglob("*")) == before  # nothing written
+    rc, _ = _run(H.train_args(data, tmp_path / "x", steps=1, dry_run=True, precision="fp16"))
+    assert rc == 2 and "fp16 needs a CUDA device" in capsys.readouterr().err
+    rc, _ = _run(H.train_args(data, tmp_path / "x", steps=1, dry_run=13, num_gpus_equivalent=13))
+    assert rc == 2 and "rank 12 of 13 owns no training caption" in capsys.readouterr().err  # 12 images
 
 
 def test_config_iais_key_of_the_authors_fork_selects_the_mode(data, tmp_path):

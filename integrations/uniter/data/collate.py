@@ -16,6 +16,11 @@ tl+nbb ..             padding (``attn_masks`` = 0)
 ====================  =======================================
 
 where ``tl = txt_lens[b]`` counts ``[CLS]`` and ``[SEP]``.
+
+:func:`collate_original_from_image` builds, on request, the batches the
+authors' code fed its **no-IAIS** from-image groups instead (the paper's
+baseline; ``--baseline-layout original``), corruption included; see its
+docstring and ``docs/finetune.md``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 import iaisreg.torch as iais_torch
 
-__all__ = ["PairSample", "collate", "collate_pairs", "layout_tensors", "item_masks", "BATCH_KEYS"]
+__all__ = ["PairSample", "collate", "collate_pairs", "collate_original_from_image", "layout_tensors", "item_masks",
+           "BATCH_KEYS"]
 
 #: keys of a collated batch
 BATCH_KEYS = ("input_ids", "position_ids", "img_feat", "img_pos_feat", "attn_masks",
@@ -127,6 +133,69 @@ def collate(captions: Sequence[torch.Tensor], images: Sequence[tuple[torch.Tenso
     out["img_feat"] = pad_sequence([f for f, _ in images], batch_first=True, padding_value=0.0)
     out["img_pos_feat"] = pad_sequence([b for _, b in images], batch_first=True, padding_value=0.0)
     out["img_index"] = torch.as_tensor(list(image_index), dtype=torch.long)
+    return out
+
+
+def collate_original_from_image(captions: Sequence[torch.Tensor], image: tuple[torch.Tensor, torch.Tensor], *,
+                                max_tl: int, last_tl: int, mining: bool) -> dict[str, torch.Tensor]:
+    """A from-image batch laid out as the authors' no-IAIS code laid it out (the paper's baseline).
+
+    Their from-image group is one batch: every caption of the candidate set
+    padded to the set's longest, ``max_tl``, then the image's ``nbb`` regions;
+    row ``i``'s attention mask covers ``[0, tl_i + nbb)`` of the
+    ``max_tl + nbb`` positions. The two passes differ:
+
+    - **mining** adds a gather index built with ``tl``, the loop variable left
+      over from their caption loop, i.e. the length of the set's *last*
+      caption ``last_tl``: region slot ``k`` of row ``i`` (position
+      ``tl_i + k``) reads position ``last_tl + k`` of ``[text padded to
+      max_tl; regions]``, which is text or padding while ``last_tl + k <
+      max_tl`` and region ``last_tl + k - max_tl`` after;
+    - **training** has no gather index: the rows run on the plain
+      concatenation with the same mask, so row ``i`` attends to ``max_tl -
+      tl_i`` padding positions and only to its first ``tl_i + nbb - max_tl``
+      regions.
+
+    Args:
+        captions: ``B`` LongTensors ``[CLS] + ids + [SEP]`` (some rows of the set).
+        image: ``(features (nbb, D), boxes (nbb, 7))``, the group's one image.
+        max_tl: longest caption of the whole candidate set (with ``[CLS]``/``[SEP]``).
+        last_tl: length of the candidate set's last caption.
+        mining: the mining pass (with the leaked gather index) or the training pass.
+
+    Returns:
+        The keys of :func:`collate`; ``input_ids`` ``(B, max_tl)``,
+        ``attn_masks`` ``(B, max_tl + nbb)``, ``img_index`` all 0, and
+        ``gather_index`` only when ``mining``.
+
+    Example (the last caption has 3 tokens, the longest 5, 2 regions):
+        >>> caps = [torch.tensor([101, 7, 8, 9, 102]), torch.tensor([101, 7, 102])]
+        >>> b = collate_original_from_image(caps, (torch.zeros(2, 4), torch.zeros(2, 7)), max_tl=5, last_tl=3,
+        ...                                 mining=True)
+        >>> b["gather_index"].tolist()   # row 0: its region slots 5, 6 read text positions 3, 4
+        [[0, 1, 2, 3, 4, 3, 4], [0, 1, 2, 3, 4, 5, 6]]
+        >>> b["attn_masks"].tolist()
+        [[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]]
+    """
+    features, boxes = image
+    _check_lengths([len(t) for t in captions], [features.shape[0]] * len(captions))
+    tl = torch.tensor([len(t) for t in captions], dtype=torch.long)
+    nbb = features.shape[0]
+    if not int(tl.max()) <= max_tl or not 2 <= last_tl <= max_tl:
+        raise ValueError(f"need every caption and last_tl ({last_tl}) within max_tl ({max_tl}), got lengths up to "
+                         f"{int(tl.max())}")
+    pos = torch.arange(max_tl + nbb, dtype=torch.long).unsqueeze(0)
+    input_ids = torch.zeros(len(captions), max_tl, dtype=torch.long)
+    for row, tokens in enumerate(captions):
+        input_ids[row, :len(tokens)] = tokens
+    out = {"input_ids": input_ids, "position_ids": torch.arange(max_tl, dtype=torch.long).unsqueeze(0),
+           "img_feat": features.unsqueeze(0), "img_pos_feat": boxes.unsqueeze(0),
+           "img_index": torch.zeros(len(captions), dtype=torch.long),
+           "attn_masks": (pos < (tl + nbb).unsqueeze(1)).long(), "txt_lens": tl,
+           "num_bbs": torch.full_like(tl, nbb)}
+    if mining:
+        slot = pos - tl.unsqueeze(1)
+        out["gather_index"] = torch.where((slot >= 0) & (slot < nbb), last_tl + slot, pos)
     return out
 
 
