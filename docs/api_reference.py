@@ -30,7 +30,7 @@ from mkdocs.structure.files import File
 ROOT = Path(__file__).resolve().parent.parent
 
 #: module -> page name under ``api/``
-MODULES = {"iaisreg": "iaisreg", "iaisreg.torch": "torch", "iaisreg.jax": "jax", "iaisreg.tf": "tf"}
+MODULES = {"iaisreg": "core", "iaisreg.torch": "torch", "iaisreg.jax": "jax", "iaisreg.tf": "tf"}
 
 
 def module_source(module: str) -> Path:

@@ -30,7 +30,7 @@ from conftest import ROOT, png_size
 pytestmark = pytest.mark.xdist_group("docs_site")
 
 #: module -> (API page, the backend its import needs)
-API = {"iaisreg": ("iaisreg", None), "iaisreg.torch": ("torch", "torch"), "iaisreg.jax": ("jax", "jax"),
+API = {"iaisreg": ("core", None), "iaisreg.torch": ("torch", "torch"), "iaisreg.jax": ("jax", "jax"),
        "iaisreg.tf": ("tf", "tf")}
 #: pages that branches being merged add; the nav lists them at the merge
 PENDING = {"reproduce.md", "vilt.md"}
