@@ -27,6 +27,7 @@ from .schedules import (
     log_schedule,
 )
 
+#: the version of this package
 __version__ = "0.1.0"
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import Any, Callable
 __all__ = ["exp_schedule", "linear_schedule", "log_schedule", "constant_schedule", "get_schedule", "SCHEDULES"]
 
 Schedule = Callable[[Any], Any]
+#: the schedule names :func:`get_schedule` accepts
 SCHEDULES = ("exp", "linear", "log", "constant")
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from pathlib import Path
 
@@ -65,3 +66,10 @@ def signature_defaults(fn, names) -> dict:
 
     params = inspect.signature(fn).parameters
     return {name: params[name].default for name in names}
+
+
+def png_size(path) -> tuple[int, int]:
+    """``(width, height)`` of a PNG file; fails when ``path`` is not one."""
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG file"
+    return struct.unpack(">II", data[16:24])

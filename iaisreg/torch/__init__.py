@@ -21,6 +21,7 @@ from iaisreg._options import takes_options as _takes_options
 
 __all__ = ["iais", "isda", "m_kl", "masks_from_lengths", "IAISLoss", "ScoreCapture", "xp"]
 
+#: the array namespace the core runs on for ``torch.Tensor`` (``array_api_compat.torch``)
 xp = _xp
 
 

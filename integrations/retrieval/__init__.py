@@ -13,9 +13,11 @@ data (:class:`Pairs`), a collate function and a model returning
   (:class:`TrainOptions`) read from config files and flags;
 - :mod:`.runtime` (processes, precision, seeds, signals), :mod:`.checkpoint`
   (atomic, resumable), :mod:`.distributed` (``torchrun`` helpers),
-  :mod:`.logs` (JSONL and TensorBoard), :mod:`.optim` (AdamW groups, warm-up);
+  :mod:`.logs` (JSONL and TensorBoard), :mod:`.optim` (AdamW groups, warm-up),
+  :mod:`.progress` (progress output that suits where it goes);
 - :mod:`.evaluation`: full-ranking scores and recalls; :mod:`.isda`: mean
-  ISDa over annotated pairs; :mod:`.plotting`: object-level attention pictures;
+  ISDa over annotated pairs; :mod:`.plotting`: object-level attention pictures
+  and training curves;
 - :mod:`.cli`: what every command shares (one-line user errors).
 """
 

@@ -22,10 +22,10 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from . import distributed
 from .mining import to_device
+from .progress import Progress
 from .protocol import Collate, Pairs
 
 __all__ = ["ScoreMatrix", "score_matrix", "compute_recalls", "evaluate_retrieval", "format_metrics_table",
@@ -90,7 +90,7 @@ def score_matrix(model: torch.nn.Module, pairs: Pairs, collate: Collate, *, batc
         pairs: the split; collate: the plug-in's batch builder.
         batch_size: pairs per forward pass.
         amp_dtype: run under ``torch.autocast`` with this dtype (None: no autocast).
-        progress: show a tqdm bar on rank 0.
+        progress: show the progress on rank 0 (see :mod:`.progress`).
     """
     if isinstance(model, DistributedDataParallel):
         model = model.module
@@ -107,8 +107,7 @@ def score_matrix(model: torch.nn.Module, pairs: Pairs, collate: Collate, *, batc
     was_training = model.training
     model.eval()
     images: dict[int, object] = {}
-    bar = tqdm(total=n_txt * len(mine), unit="pair", desc="scoring", disable=not progress or rank != 0,
-               dynamic_ncols=True)
+    bar = Progress(n_txt * len(mine), unit="pair", desc="scoring", enabled=progress and rank == 0)
     autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
                 else torch.autocast(device.type, enabled=False))
     try:

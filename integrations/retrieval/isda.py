@@ -17,6 +17,7 @@ import torch
 import iaisreg.torch as iais_torch
 
 from .mining import to_device
+from .progress import Progress
 from .protocol import Collate, RetrievalOutput
 
 __all__ = ["ObjectPair", "SURROGATES", "pair_scores", "object_attention", "isda_over_pairs"]
@@ -68,26 +69,23 @@ def isda_over_pairs(model: torch.nn.Module, collate: Collate, pairs: Iterable[Ob
     """Mean ISDa and the mean IAIS surrogate losses (``iais_<mode>_<anchor>``) over ``pairs``.
 
     Also returns ``n_captions`` and ``n_objects``. Raises ``ValueError`` when
-    ``pairs`` is empty.
+    ``pairs`` is empty. ``progress``: show the progress (see :mod:`.progress`).
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     values: list[float] = []
     surrogate: dict[str, list[float]] = {f"iais_{m}_{a}": [] for m, a in SURROGATES}
     n_objects = 0
-    bar = tqdm(desc="ISDa", unit="caption", disable=not progress)
-    for chunk in _chunks(pairs, batch_size):
-        out = pair_scores(model, collate, chunk, device)
-        masks = dict(text_mask=out.text_mask, image_mask=out.image_mask)
-        v = iais_torch.isda(out.scores, [p.text_groups for p in chunk], [p.image_groups for p in chunk], **masks)
-        values.extend(v.cpu().tolist())
-        for mode, anchor in SURROGATES:
-            loss = iais_torch.iais(out.scores, mode=mode, anchor=anchor, reduction="none", **masks)
-            surrogate[f"iais_{mode}_{anchor}"].extend(loss.cpu().tolist())
-        n_objects += sum(len(p.text_groups) for p in chunk)
-        bar.update(len(chunk))
-    bar.close()
+    with Progress(desc="ISDa", unit="caption", enabled=progress) as bar:
+        for chunk in _chunks(pairs, batch_size):
+            out = pair_scores(model, collate, chunk, device)
+            masks = dict(text_mask=out.text_mask, image_mask=out.image_mask)
+            v = iais_torch.isda(out.scores, [p.text_groups for p in chunk], [p.image_groups for p in chunk], **masks)
+            values.extend(v.cpu().tolist())
+            for mode, anchor in SURROGATES:
+                loss = iais_torch.iais(out.scores, mode=mode, anchor=anchor, reduction="none", **masks)
+                surrogate[f"iais_{mode}_{anchor}"].extend(loss.cpu().tolist())
+            n_objects += sum(len(p.text_groups) for p in chunk)
+            bar.update(len(chunk))
     if not values:
         raise ValueError("no annotated pair to compute ISDa on")
     return {"isda": float(np.mean(values)), "n_captions": len(values), "n_objects": n_objects,

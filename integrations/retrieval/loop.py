@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,11 +35,13 @@ import iaisreg
 from . import checkpoint as ckpt
 from . import distributed, runtime
 from .evaluation import evaluate_retrieval, format_metrics_table
-from .logs import RunLog
+from .logs import RunLog, read_run_log
 from .mining import collate_pairs, group_info, make_group, mine_hard_negatives, to_device
 from .objective import GroupLoss, Objective, SetupError, batch_arithmetic
 from .optim import build_optimizer, build_scheduler
 from .options import TrainOptions
+from .plotting import draw_training_curves
+from .progress import Progress
 from .protocol import RetrievalPlugin
 from .sampling import DIRECTIONS, CandidateStream, HardNegativeSampler, prepare
 
@@ -65,6 +66,7 @@ class TrainResult:
         model_path: the final plain model state dict (rank 0, when finished).
         val_metrics, test_metrics: final full-ranking metrics (None when not run).
         history: per-step log records of this invocation (rank 0).
+        curves: the training-curves PNG (rank 0, with ``plots``).
         seconds: wall time of this invocation.
     """
 
@@ -76,6 +78,7 @@ class TrainResult:
     val_metrics: dict | None = None
     test_metrics: dict | None = None
     history: list = field(default_factory=list)
+    curves: str | None = None
     seconds: float = 0.0
 
 
@@ -100,6 +103,7 @@ def train(opts: TrainOptions, plugin: RetrievalPlugin) -> TrainResult:
             result = run.loop()
             if result.finished:
                 run.finish(result)
+            run.draw_curves(result)
         finally:
             run.close()
         del run  # DDP, optimizer and workers go before the process group does
@@ -455,12 +459,13 @@ class _Run:
 
     # ------------------------------------------------------------------ outputs
 
-    def _progress_bar(self):
-        from tqdm import tqdm
+    @property
+    def _shows_progress(self) -> bool:
+        return self.opts.progress and not self.opts.quiet and self.is_main
 
-        return tqdm(total=self.opts.num_train_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                    desc=self.opts.run_name or "train", disable=not (self.opts.progress and self.is_main),
-                    file=sys.stderr, smoothing=0.1)
+    def _progress_bar(self) -> Progress:
+        return Progress(self.opts.num_train_steps, initial=self.step, unit="step", desc=self.opts.run_name or "train",
+                        enabled=self._shows_progress)
 
     def _report(self, record: dict) -> None:
         if not self.is_main:
@@ -472,7 +477,7 @@ class _Run:
         if self.objective.uses_iais:
             postfix.update(iais=f"{record['iais_loss']:.4f}", lam=f"{record['lambda']:.3g}")
         postfix["groups/s"] = f"{record['groups_per_s']:.1f}"
-        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.set_postfix(postfix)
         self.bar.update(1)
 
     def _stop_requested(self) -> bool:
@@ -482,15 +487,15 @@ class _Run:
     def evaluate(self, pairs) -> dict:
         return evaluate_retrieval(self.model, pairs, self.plugin.collate, batch_size=self.opts.inf_minibatch_size,
                                   amp_dtype=runtime.AMP_DTYPES.get(self.precision),
-                                  progress=self.opts.progress and self.is_main)
+                                  progress=self._shows_progress)
 
     def validate(self) -> dict | None:
         """Full-ranking validation (when the run has a val split and ``full_val``)."""
         if self.val is None or not self.opts.full_val:
             return None
         metrics = self.evaluate(self.val)
-        self.log.scalars("valid/", metrics, self.step)
-        if self.is_main:
+        self.log.evaluation(self.step, "val", metrics, final=False)
+        if self.is_main and not self.opts.quiet:
             label = f"{self.opts.run_name}, step" if self.opts.run_name else "step"
             self.bar.write(f"{label} {self.step}: validation RSUM {metrics['rsum']:.2f} "
                            f"(IR@1 {100 * metrics['img_r1']:.2f}, TR@1 {100 * metrics['txt_r1']:.2f})")
@@ -512,7 +517,7 @@ class _Run:
             if pairs is not None:
                 metrics = self.evaluate(pairs)
                 setattr(result, f"{name}_metrics", metrics)
-                self.log.scalars(f"eval/{name}_", metrics, self.step)
+                self.log.evaluation(self.step, name, metrics, final=True)
                 self._write_metrics(name, pairs, metrics)
 
     def _write_metrics(self, name: str, pairs, metrics: dict) -> None:
@@ -524,10 +529,18 @@ class _Run:
         with open(path, "w", encoding="utf-8") as handle:
             json.dump({"split": name, **pairs.describe(), "step": self.step, "iais": opts.iais, "metrics": metrics},
                       handle, indent=2)
-        if not opts.quiet:
-            title = (f"{name} ({metrics['n_captions']} captions x {metrics['n_images']} images), step {self.step}"
-                     f"{', ' + opts.run_name if opts.run_name else ''}:")
-            print(format_metrics_table(metrics, title), flush=True)
+        title = (f"{name} ({metrics['n_captions']} captions x {metrics['n_images']} images), step {self.step}"
+                 f"{', ' + opts.run_name if opts.run_name else ''}:")
+        print(format_metrics_table(metrics, title), flush=True)
+
+    def draw_curves(self, result: TrainResult) -> None:
+        """With ``plots``: the training curves of the whole run, from its JSONL logs, as a PNG (rank 0)."""
+        if not (self.opts.plots and self.is_main):
+            return
+        path = os.path.join(self.opts.output_dir, "results", "training_curves.png")
+        records = read_run_log(self.opts.output_dir)
+        result.curves = str(draw_training_curves({self.opts.run_name or "this run": records}, path=path))
+        print(f"training curves: {result.curves}", flush=True)
 
     def close(self) -> None:
         """Stop the data workers, close the databases and the logs (also after an error)."""

@@ -115,9 +115,11 @@ class TrainOptions:
     log_steps: int = _opt(1, "check and log the step statistics every N steps (one host synchronisation each); "
                              "a non-finite loss or a stop signal is acted on at these boundaries", metavar="N")
     final_eval: bool = _opt(True, "evaluate val/test at the end")
-    progress: bool = _opt(True, "progress bars")
+    progress: bool = _opt(True, "progress output: a bar on a terminal, a plain line every 10 s in a file or pipe")
     tensorboard: bool = _opt(True, "TensorBoard event files")
-    quiet: bool = _opt(False, "less output")
+    plots: bool = _opt(False, "draw the training curves (margin loss, IAIS term, lambda_t, validation RSUM) from "
+                              "the JSONL logs into results/training_curves.png at the end")
+    quiet: bool = _opt(False, "results only: no progress, no settings or validation lines (the final tables print)")
     run_name: str = _opt("", "a label printed with the results")
     dry_run: int | None = _opt(None, "check paths, databases, configs and weights, print what the run would do "
                                      "and exit without training or writing; K: plan for K processes (default: "

@@ -1,10 +1,18 @@
-"""Pictures of object-level attention (Ren et al., ACL 2021, Fig. 7).
+"""Pictures of a model and of a run: object-level attention (Ren et al., ACL 2021, Fig. 7) and training curves.
 
 :func:`draw_object_attention` draws the object-level text self-attention
 ``S_LL^(a)`` and image self-attention ``S_VV^(a)`` (both ``(K, K)``, one row
 and one column per object) side by side, one row of panels per checkpoint
 (e.g. "without IAIS" / "with IAIS"). When the two matrices of a row look
 alike, the model's intra-modal relations are aligned (low ISDa).
+
+:func:`draw_training_curves` draws the margin loss, the IAIS term,
+``lambda_t`` and the validation RSUM over the steps of one or more runs, from
+their JSONL logs (:func:`.logs.read_run_log`).
+
+Each picture has a function that returns the Matplotlib figure
+(:func:`object_attention_figure`, :func:`training_curves_figure`) and one
+that writes it as a PNG.
 
 Matplotlib is used through its object API with the Agg canvas: no
 ``pyplot``, no change of the global backend, safe in notebooks and on
@@ -15,11 +23,12 @@ from __future__ import annotations
 import os
 import textwrap
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-__all__ = ["draw_object_attention"]
+__all__ = ["draw_object_attention", "object_attention_figure", "draw_training_curves", "training_curves_figure",
+           "CURVES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -107,17 +116,36 @@ def draw_object_attention(
         draw_object_attention(np.stack([t0, t1]), np.stack([i0, i1]), groups.names,
                               titles=["without IAIS", "with IAIS"], path="fig7.png")
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    if path is None:
+        raise ValueError("draw_object_attention: argument 'path' is required")
+    fig = object_attention_figure(text_matrix, image_matrix, object_names, titles=titles, vmin=vmin, vmax=vmax,
+                                  annotate=annotate, cmap=cmap, suptitle=suptitle)
+    return save_png(fig, path, dpi)
+
+
+def object_attention_figure(
+    text_matrix: Any,
+    image_matrix: Any,
+    object_names: Sequence[str],
+    *,
+    titles: str | Sequence[str] | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    annotate: bool | None = None,
+    cmap: str = "viridis",
+    suptitle: str | None = None,
+) -> Any:
+    """The Matplotlib figure of :func:`draw_object_attention` (same arguments, no ``path`` or ``dpi``):
+    ``C`` rows of two panels, text self-attention left, image self-attention right."""
     from matplotlib.figure import Figure
 
-    text, image, names, row_titles, out = _checked_arguments(text_matrix, image_matrix, object_names, titles, path)
+    text, image, names, row_titles = _checked_arguments(text_matrix, image_matrix, object_names, titles)
     n_rows, k = text.shape[0], text.shape[1]
     lo, hi = _colour_range(text, image, vmin, vmax)
     if annotate is None:
         annotate = k <= 8
 
     fig = Figure(figsize=_figure_size(n_rows, k, with_titles=titles is not None), layout="constrained")
-    FigureCanvasAgg(fig)
     axes = fig.subplots(n_rows, 2, squeeze=False)
     labels = _labels(names, _WRAP)
     fontsize = 8 if k <= 12 else 6
@@ -133,6 +161,15 @@ def draw_object_attention(
     fig.colorbar(image_artist, ax=axes.ravel().tolist(), shrink=0.8, label="attention")
     if suptitle:
         fig.suptitle(suptitle)
+    return fig
+
+
+def save_png(fig: Any, path: PathLike, dpi: int) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (parent folders are created) through the Agg canvas; returns the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    out = Path(path)
+    FigureCanvasAgg(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=dpi)
     return out
@@ -143,13 +180,12 @@ def _checked_arguments(
     image_matrix: Any,
     object_names: Sequence[str],
     titles: str | Sequence[str] | None,
-    path: PathLike | None,
-) -> tuple[np.ndarray, np.ndarray, list[str], list[str | None], Path]:
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str | None]]:
     """Check :func:`draw_object_attention`'s data arguments.
 
-    Returns ``(text, image, names, row_titles, path)``: both matrices as
+    Returns ``(text, image, names, row_titles)``: both matrices as
     ``(C, K, K)`` float64, the ``K`` names and ``C`` row titles (``None``
-    entries without ``titles``) as ``str``, and ``path`` as a ``Path``.
+    entries without ``titles``) as ``str``.
     """
     func = "draw_object_attention"
     text = _as_stack(text_matrix, "text_matrix")
@@ -172,9 +208,7 @@ def _checked_arguments(
             raise ValueError(
                 f"{func}: argument 'titles' must hold one title per checkpoint (C={n_rows}); got {len(row_titles)}"
             )
-    if path is None:
-        raise ValueError(f"{func}: argument 'path' is required")
-    return text, image, names, row_titles, Path(path)
+    return text, image, names, row_titles
 
 
 def _colour_range(text: np.ndarray, image: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float]:
@@ -238,3 +272,75 @@ def _annotate_cells(ax: Any, data: np.ndarray, image_artist: Any, fontsize: int)
             light = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 0.5
             color = "black" if light else "white"
             ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=fontsize, color=color)
+
+
+# ------------------------------------------------------------------ training curves
+
+#: the panels of the training curves: ``(title, record key, log, noisy)``; ``log`` is ``"steps"``
+#: (``train_log.jsonl``) or ``"evaluations"`` (the val records of ``valid_log.jsonl``); a long ``noisy`` series
+#: gets its running mean drawn on top
+CURVES = (("margin loss", "rank_loss", "steps", True), ("IAIS term", "iais_loss", "steps", True),
+          ("lambda_t (IAIS weight)", "lambda", "steps", False), ("validation RSUM", "rsum", "evaluations", False))
+
+
+def _series(records: Any, key: str, log: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, values)`` of ``key`` in one run's records (a :class:`.logs.RunRecords`), finite values only."""
+    rows = records.steps if log == "steps" else [r for r in records.evaluations if r.get("split") == "val"]
+    pairs = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
+    steps, values = (np.asarray(v, dtype=np.float64) for v in zip(*pairs)) if pairs else (np.zeros(0), np.zeros(0))
+    return steps, values
+
+
+def _plot_series(ax: Any, steps: np.ndarray, values: np.ndarray, label: str, color: str, noisy: bool) -> None:
+    """A run's line; a long noisy series is drawn faintly with its running mean on top."""
+    if len(values) < 20 or not noisy:
+        ax.plot(steps, values, "o-" if len(values) < 12 else "-", color=color, label=label, markersize=3)
+        return
+    window = max(2, len(values) // 25)
+    mean = np.convolve(values, np.ones(window) / window, mode="valid")
+    ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+    ax.plot(steps[window - 1:], mean, color=color, label=f"{label} (mean of {window})")
+
+
+def training_curves_figure(runs: Mapping[str, Any]) -> Any:
+    """The Matplotlib figure of :func:`draw_training_curves`: one panel per entry of :data:`CURVES`, one line per
+    run. ``runs`` maps a label to the run's :class:`.logs.RunRecords`."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (title, key, log, noisy) in zip(axes, CURVES):
+        for i, (label, records) in enumerate(runs.items()):
+            steps, values = _series(records, key, log)
+            lam = _series(records, "lambda", "steps")[1]
+            if key in ("iais_loss", "lambda") and len(lam) and not lam.any():
+                ax.plot([], [], " ", label=f"{label}: IAIS off")  # lambda_t = 0 throughout: no IAIS term
+            elif len(values):
+                _plot_series(ax, steps, values, label, f"C{i}", noisy)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no records", ha="center", va="center", transform=ax.transAxes, color="grey")
+    return fig
+
+
+def draw_training_curves(runs: Mapping[str, Any], *, path: PathLike, dpi: int = 120) -> Path:
+    """Draw the margin loss, the IAIS term, ``lambda_t`` and the validation RSUM over the steps of each run.
+
+    Args:
+      runs: label -> the run's records, as :func:`.logs.read_run_log` returns them.
+      path: where to write the PNG (parent folders are created).
+      dpi: resolution of the PNG.
+
+    Returns:
+      ``path`` as a :class:`pathlib.Path`.
+
+    Example::
+
+        draw_training_curves({"no IAIS": read_run_log("runs/a"), "IAIS": read_run_log("runs/b")},
+                             path="curves.png")
+    """
+    return save_png(training_curves_figure(runs), path, dpi)

@@ -32,7 +32,15 @@
 4. prints R@1/5/10 both ways and RSUM on the test split, and the mean ISDa
    (paper Eq. 9, lower = linguistic and visual self-attention agree more at the
    object level) of each model's last layer on the test positives, for the
-   starting checkpoint and both fine-tuned models.
+   starting checkpoint and both fine-tuned models;
+5. draws, next to ``demo_summary.json``, the object-level attention of one
+   test pair without and with IAIS (``object_attention.png``, paper Fig. 7)
+   and the training curves of both runs (``training_curves.png``: margin
+   loss, IAIS term, lambda_t, validation RSUM), and prints their paths.
+
+``--quiet`` prints the results only (the table, what it shows, the output
+paths); progress goes to stderr as :mod:`integrations.retrieval.progress`
+says (a bar on a terminal, plain lines in a file or a pipe).
 
 It is a small sanity demo of the machinery, not a reproduction of the
 paper: with a model this small, trained for about a minute, the RSUM
@@ -60,9 +68,11 @@ import torch
 
 from ..retrieval import evaluate_retrieval, train
 from ..retrieval.checkpoint import save_atomic
-from ..retrieval.isda import ObjectPair, isda_over_pairs
+from ..retrieval.isda import ObjectPair, isda_over_pairs, object_attention
+from ..retrieval.logs import read_run_log
 from ..retrieval.mining import collate_pairs
 from ..retrieval.optim import build_optimizer
+from ..retrieval.plotting import draw_object_attention, draw_training_curves
 from .config import UniterData, UniterModelConfig, read_train_config
 from .data import TxtDb, collate, write_img_db, write_txt_db
 from .model import UniterForRetrieval
@@ -334,23 +344,31 @@ def ensure_pretrained(paths: dict, *, log=print) -> str:
 # ------------------------------------------------------------------- ISDa
 
 
-def mean_isda(model, txt_db_path: str, img_db_path: str, objects_path: str, *, batch_size: int = 64) -> float:
-    """Mean ISDa (paper Eq. 9) of ``model``'s last layer over the positive pairs of a split."""
-
+def object_pairs(txt_db_path: str, img_db_path: str, objects_path: str, *, limit: int | None = None) -> list:
+    """The positive pairs of a split (the first ``limit``) as :class:`ObjectPair` items, with the object names
+    and the caption words: ``[(pair, names, words)]``."""
     with open(objects_path, encoding="utf-8") as handle:
         objects = json.load(handle)["captions"]
     pairs = _open_pairs({"test_txt_db": txt_db_path, "img_db": img_db_path}, "test", image_cache=0)
     try:
-        annotated = []
-        for c in range(pairs.n_captions):
+        out = []
+        for c in range(pairs.n_captions if limit is None else min(limit, pairs.n_captions)):
             tokens, image = pairs.caption(c), pairs.image(pairs.caption_image[c])
             entry = objects[pairs.caption_ids[c]]["objects"]
-            annotated.append(ObjectPair(tokens, image, [[1 + i for i in o["tokens"]] for o in entry],
-                                        [[len(tokens) + r for r in o["regions"]] for o in entry]))
-        device = next(model.parameters()).device
-        return isda_over_pairs(model, collate, annotated, batch_size=batch_size, device=device)["isda"]
+            pair = ObjectPair(tokens, image, [[1 + i for i in o["tokens"]] for o in entry],
+                              [[len(tokens) + r for r in o["regions"]] for o in entry])
+            words = [VOCAB[int(i)] for i in tokens[1:-1]]  # without [CLS] and [SEP]
+            out.append((pair, [o["name"] for o in entry], words))
+        return out
     finally:
         pairs.close()
+
+
+def mean_isda(model, txt_db_path: str, img_db_path: str, objects_path: str, *, batch_size: int = 64) -> float:
+    """Mean ISDa (paper Eq. 9) of ``model``'s last layer over the positive pairs of a split."""
+    annotated = [pair for pair, _, _ in object_pairs(txt_db_path, img_db_path, objects_path)]
+    device = next(model.parameters()).device
+    return isda_over_pairs(model, collate, annotated, batch_size=batch_size, device=device)["isda"]
 
 
 # -------------------------------------------------------------------- the demo
@@ -361,12 +379,12 @@ def demo_config(paths: dict, pretrained: str, output_dir: str, *, steps: int = 6
 
     Differences from the Flickr30k config: 31 random -> 7 hard negatives
     (instead of 399 -> 31), 2 accumulated micro-steps (instead of 8), learning
-    rate 3e-4 (a tiny model), no dropout, 600 steps with 60 of warm-up.
+    rate 3e-4 (a tiny model), no dropout, 600 steps with 60 of warm-up, validation every 60 steps.
     """
     return {
         "compressed_db": False, "max_txt_len": 60, **SETTING, "num_bb": 10,
         "train_batch_size": 2, "negative_size": 31, "hard_neg_size": 7, "inf_minibatch_size": 32,
-        "margin": 0.2, "learning_rate": 3e-4, "valid_steps": max(1, steps // 2), "num_train_steps": steps,
+        "margin": 0.2, "learning_rate": 3e-4, "valid_steps": max(1, steps // 10), "num_train_steps": steps,
         "optim": "adamw", "betas": [0.9, 0.98], "dropout": 0.0, "weight_decay": 0.01, "grad_norm": 2.0,
         "warmup_steps": max(1, steps // 10), "seed": seed, "full_val": True, "fp16": False, "n_workers": 0,
         "pin_mem": False, "train_txt_dbs": [paths["train_txt_db"]], "train_img_dbs": [paths["img_db"]],
@@ -389,7 +407,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: a model this small gains nothing from more, and loses a lot when "
                         "other processes share the cores)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="print the results only (the table, what it shows, the "
+                                                         "output paths)")
     return p
 
 
@@ -428,21 +448,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    say = _quiet if args.quiet else _say
     try:
         cache = args.cache_dir or demo_cache_dir()
-        _say("iaisreg demo: hard-negative fine-tuning of a tiny UNITER, with and without IAIS, on a synthetic "
-             "relational image-text set (CPU, a few minutes)")
-        paths = ensure_demo_data(cache, log=_say)
-        pretrained = ensure_pretrained(paths, log=_say)
+        say("iaisreg demo: hard-negative fine-tuning of a tiny UNITER, with and without IAIS, on a synthetic "
+            "relational image-text set (CPU, a few minutes)")
+        paths = ensure_demo_data(cache, log=say)
+        pretrained = ensure_pretrained(paths, log=say)
         runs_dir = os.path.join(cache, "runs")
-        results = _train_both(args, paths, pretrained, runs_dir)
+        results, plugin = _train_both(args, paths, pretrained, runs_dir, say)
+        pictures = _draw(args, paths, plugin, results, runs_dir)
         _say("")
         _say(format_summary(results, _labels(args), seed=args.seed, steps=args.steps))
         _explain(results["none"], results[args.iais])
-        _say(f"Outputs (checkpoints, TensorBoard logs, settings): {runs_dir}")
-        _say(f"total wall time: {time.perf_counter() - t_start:.0f} s")
+        _say("")
+        _say(f"Object-level attention of one test pair, without and with IAIS (paper Fig. 7): {pictures['attention']}")
+        _say(f"Training curves of both runs (margin loss, IAIS term, lambda_t, validation RSUM): {pictures['curves']}")
+        _say(f"Outputs (checkpoints, JSONL and TensorBoard logs, settings): {runs_dir}")
+        say(f"total wall time: {time.perf_counter() - t_start:.0f} s")
         with open(os.path.join(runs_dir, "demo_summary.json"), "w", encoding="utf-8") as handle:
-            json.dump({"seed": args.seed, "steps": args.steps, "results": results}, handle, indent=2)
+            json.dump({"seed": args.seed, "steps": args.steps, "results": results, "pictures": pictures}, handle,
+                      indent=2)
     finally:
         torch.set_num_threads(threads_before)
     return 0
@@ -452,12 +478,17 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _quiet(message: str) -> None:
+    """What ``--quiet`` leaves out."""
+
+
 def _labels(args: argparse.Namespace) -> dict:
     return {"start": "ITM start", "none": "no IAIS", args.iais: f"IAIS {args.iais}"}
 
 
-def _train_both(args: argparse.Namespace, paths: dict, pretrained: str, runs_dir: str) -> dict:
-    """Evaluate the starting checkpoint, then fine-tune and evaluate without and with IAIS."""
+def _train_both(args: argparse.Namespace, paths: dict, pretrained: str, runs_dir: str, say) -> tuple[dict, object]:
+    """Evaluate the starting checkpoint, then fine-tune and evaluate without and with IAIS; the results and the
+    plug-in."""
 
     config = demo_config(paths, pretrained, runs_dir, steps=args.steps, seed=args.seed)
     os.makedirs(runs_dir, exist_ok=True)
@@ -467,25 +498,45 @@ def _train_both(args: argparse.Namespace, paths: dict, pretrained: str, runs_dir
     plugin = UniterPlugin(data)
     mcfg = plugin.model_config
     sizes = {s: _n_captions(paths[f"{s}_txt_db"]) for s in SPLITS}
-    _say(f"data: {sizes['train']} / {sizes['val']} / {sizes['test']} captions (train / val / test), 3 per image; "
-         f"scenes in families of 4 that differ only in a colour binding, a size binding or the relation")
-    _say(f"model: UNITER with hidden {mcfg.hidden_size}, {mcfg.num_hidden_layers} layers, {mcfg.num_attention_heads} "
-         f"heads; fine-tuning: {args.steps} steps x {opts.train_batch_size} micro-steps x 2 directions, "
-         f"{opts.negative_size} random -> {opts.hard_neg_size} hard negatives per group")
+    say(f"data: {sizes['train']} / {sizes['val']} / {sizes['test']} captions (train / val / test), 3 per image; "
+        f"scenes in families of 4 that differ only in a colour binding, a size binding or the relation")
+    say(f"model: UNITER with hidden {mcfg.hidden_size}, {mcfg.num_hidden_layers} layers, {mcfg.num_attention_heads} "
+        f"heads; fine-tuning: {args.steps} steps x {opts.train_batch_size} micro-steps x 2 directions, "
+        f"{opts.negative_size} random -> {opts.hard_neg_size} hard negatives per group")
     labels = _labels(args)
     results = {"start": _evaluate_checkpoint(pretrained, plugin, paths)}
     for mode in ("none", args.iais):
         out_dir = os.path.join(runs_dir, mode)
         run_opts = dataclasses.replace(opts, output_dir=out_dir, iais=mode, overwrite=True, save_steps=0,
-                                       keep_checkpoints=1, progress=not args.no_progress, quiet=True,
-                                       final_eval=False, run_name=labels[mode])
+                                       keep_checkpoints=1, progress=not (args.no_progress or args.quiet),
+                                       quiet=args.quiet, final_eval=False, run_name=labels[mode])
         t0 = time.perf_counter()
         result = train(run_opts, plugin)
         results[mode] = _evaluate_checkpoint(result.model_path, plugin, paths)
-        results[mode].update(seconds=time.perf_counter() - t0, out_dir=out_dir,
+        results[mode].update(seconds=time.perf_counter() - t0, out_dir=out_dir, model_path=result.model_path,
                              final_rank_loss=result.history[-1]["rank_loss"],
                              final_iais_loss=result.history[-1]["iais_loss"])
-    return results
+    return results, plugin
+
+
+def _draw(args: argparse.Namespace, paths: dict, plugin, results: dict, runs_dir: str) -> dict:
+    """The two pictures of the demo (see the module docstring); their paths."""
+    labels = _labels(args)
+    modes = ("none", args.iais)
+    curves = draw_training_curves({labels[m]: read_run_log(results[m]["out_dir"]) for m in modes},
+                                  path=os.path.join(runs_dir, "training_curves.png"))
+    (pair, names, words), = object_pairs(paths["test_txt_db"], paths["img_db"], paths["test_objects"], limit=1)
+    text, image, titles = [], [], []
+    for mode in modes:
+        t, v, value = object_attention(plugin.build_model(checkpoint=results[mode]["model_path"]), plugin.collate,
+                                       pair, torch.device("cpu"))
+        text.append(t)
+        image.append(v)
+        titles.append(f"{labels[mode]} (ISDa {value:.3f})")
+    attention = draw_object_attention(np.stack(text), np.stack(image), names, titles=titles,
+                                      suptitle=f'test pair: "{" ".join(words)}"',
+                                      path=os.path.join(runs_dir, "object_attention.png"))
+    return {"attention": str(attention), "curves": str(curves)}
 
 
 def _n_captions(path: str) -> int:
