@@ -97,7 +97,9 @@ def iais(
         attn: ``(B, H, N, N)`` or ``(B, N, N)`` attention scores of one layer,
             ``Q K^T / sqrt(d)`` before any additive mask and softmax; or
             attention probabilities with ``inputs="probs"``. float16/bfloat16
-            are computed in float32.
+            are computed in float32, backward included (with float16
+            probabilities the gradient itself can exceed float16's range:
+            ``docs/semantics.md``).
         n_text: int split point (positions ``< n_text`` are text items, the
             rest image items) or a ``(B,)`` integer array of per-sample text
             lengths. Alternatively give ``text_mask``/``image_mask``.

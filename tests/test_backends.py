@@ -419,6 +419,32 @@ def test_a_block_row_of_minus_inf_is_uniform(backend, config):
         assert_close(g, np.where(dead, 0.0, backend.to_numpy(want_grad)), GRAD_TOL["float64"], f"{how}: gradient")
 
 
+# ------------------------------------------------------------------ 16-bit probabilities
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_probabilities_get_the_float32_gradient_rounded_once(backend, dtype):
+    """16-bit probabilities are computed in float32, backward included: the
+    gradient is the float32 gradient of the same values, rounded once to the
+    input's dtype. With respect to a probability it is about ``|g| / r``, ``r``
+    the share of the row's attention its block holds, so float16 (max 65504)
+    overflows to inf when a block gets almost none of a row's attention: here
+    with scores of scale 20 (docs/semantics.md). bfloat16 has the range."""
+    if backend.name == "numpy" or dtype not in backend.dtypes:
+        pytest.skip("no autodiff" if backend.name == "numpy" else f"no {dtype} on {backend.name}")
+    fn = lambda x: backend.iais(x, 4, mode="distributed", anchor="both", inputs="probs")  # noqa: E731
+    for scale in (1.0, 20.0):
+        s = np.random.default_rng(5).normal(scale=scale, size=(2, 2, 8, 8))
+        e = np.exp(s - s.max(-1, keepdims=True))
+        p = round_to(e / e.sum(-1, keepdims=True), dtype)
+        v16, g16 = backend.value_and_grad(fn, backend.asarray(p, dtype))
+        v32, g32 = backend.value_and_grad(fn, backend.asarray(p, "float32"))
+        np.testing.assert_array_equal(backend.to_numpy(v16), backend.to_numpy(v32))
+        with np.errstate(over="ignore"):
+            want = round_to(backend.to_numpy(g32), dtype)
+        np.testing.assert_array_equal(backend.to_numpy(g16), want)
+        overflow = dtype == "float16" and scale == 20.0
+        assert np.all(np.isfinite(backend.to_numpy(g16))) != overflow, (dtype, scale)
+
+
 # ------------------------------------------------------------------ compiled: jax.jit, tf.function
 #: option combinations for the compiled tests: every value of every option
 #: appears, and every (mode, anchor, variant) triple; each compiles once per shape/dtype.
