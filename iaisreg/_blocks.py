@@ -232,17 +232,17 @@ def item_ranges(items: Items, n: int, *, n_text: Any = None) -> Ranges | None:
     if shapes_from_values(items.text) and shapes_from_values(items.image):
         import numpy as np
 
-        spans = []
+        found = []
         for mask in (items.text, items.image):
             cols = np.flatnonzero(np.asarray(mask).any(axis=0))
-            spans.append((int(cols[0]), int(cols[-1]) + 1) if cols.size else None)
+            found.append((int(cols[0]), int(cols[-1]) + 1) if cols.size else None)
     elif _is_int(n_text):
-        spans = [(0, int(n_text)), (int(n_text), n)]
+        found = [(0, int(n_text)), (int(n_text), n)]
     else:
         return None
-    if any(s is None or s[0] == s[1] for s in spans):
+    if any(r is None or r[0] == r[1] for r in found):
         return None
-    return Ranges(*spans)
+    return Ranges(*found)
 
 
 def block_softmax(s: Any, cond: Any, *, heads: str, xp: Any, finite: bool = False) -> tuple[Any, Any]:
