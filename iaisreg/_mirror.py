@@ -1,9 +1,9 @@
 """The mirrored intra-modal attention built from the other modality:
 singular (paper Eq. 10, Alg. 2) and distributed (paper Eq. 12).
 
-Arrays are blocks of :func:`iaisreg._blocks.block_softmax`; rows/columns
-outside the items are masked, never cut out by value, so every shape is
-static."""
+Arrays are blocks of :func:`iaisreg._blocks.block_softmax`: rows and
+columns outside the items are masked, never removed, so the samples of a
+batch keep one shape."""
 from __future__ import annotations
 
 from typing import Any

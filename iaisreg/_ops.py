@@ -205,8 +205,9 @@ def masked_softmax(x: Any, cond: Any, xp: Any, *, log: bool = False, finite: boo
     ``cond`` and 0 elsewhere, so ``0 * log_p`` stays 0 in a backward pass.
 
     ``finite=True`` promises that every value of ``x`` is finite: the
-    entries off the block then get ``-inf`` added (bitwise the same result,
-    and a backward pass with nothing to select).
+    entries off the block then get ``-inf`` added instead (bitwise the same
+    result in every row with an entry in ``cond``, and a backward pass with
+    nothing to select).
     """
     dev = device_of(x, xp)
     neg_inf = xp.asarray(-float("inf"), dtype=x.dtype, device=dev)
