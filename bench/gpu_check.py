@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def loss_batch(n_regions: int, args: argparse.Namespace):
     """``bench/loss.py``'s batch, cut to ``--samples`` pairs and ``--loss-heads`` heads."""
-    scores, t, v, text, image, _ = make_batch(n_regions, args.device)
+    scores, t, v, text, image = make_batch(n_regions, args.device)
     b, h = args.samples, args.loss_heads
     return scores[:b, :h].contiguous(), t[:b], v[:b], text[:b], image[:b]
 
@@ -378,7 +378,7 @@ def md_loss(sec: dict) -> list[str]:
             for r in sec["cases"]]
     errors = sorted({f"torch.compile failed: {r['compile_error']}" for r in sec["cases"] if "compile_error" in r})
     return [f"Loss forward+backward, {shape['samples']} pairs x {shape['heads']} heads, text padded to "
-            f"{shape['text_padded']}, median of {sec['repeats']}; vector = masks only, no span hint:", ""] + \
+            f"{shape['text_padded']}, median of {sec['repeats']}; vector = iaisreg.torch.iais with the masks:", ""] + \
         _table(["regions", "mode", "anchor", "loop ms", "vector ms", "compiled ms", "loop / vector",
                 "loop / compiled", "compile s", "losses agree"], rows) + ([""] + errors if errors else [])
 

@@ -1,21 +1,27 @@
 """Which positions are linguistic (L) and visual (V) items, and the block
 softmax of the score matrix (paper Eq. 6).
 
-Blocks are cut with boolean masks and static column spans, never by the
-data, so no shape depends on the values: no host synchronisation, and the
-same code runs under ``jax.jit``, ``tf.function`` and ``torch.compile``.
+Blocks are selected with boolean masks (``where``), never by an additive
+bias, so nothing outside a block reaches the loss. A block covers all ``N``
+rows and columns unless static ranges holding every item are known: from an
+int ``n_text``, or read from masks whose values are already on the host
+(NumPy, eager CPU tensors). Device and traced masks are never read: no host
+synchronisation, and the same code runs under ``jax.jit``, ``tf.function``
+and ``torch.compile``.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, NamedTuple
 
 from ._divergence import safe_log
-from ._namespace import get_namespace, is_host_concrete
-from ._ops import column_bias, device_of, masked_log_softmax, softmax
+from ._namespace import get_namespace, is_host_concrete, shapes_from_values
+from ._ops import device_of, masked_softmax, split, stop_gradient
 from ._validate import check_int, dtype_name, shape_of
 
-__all__ = ["Items", "Spans", "resolve_items", "masks_from_lengths", "ColumnBlock", "block_softmax", "widen"]
+__all__ = ["Items", "Ranges", "resolve_items", "item_ranges", "masks_from_lengths", "block_softmax", "Block",
+           "Blocks"]
 
 
 class Items(NamedTuple):
@@ -25,13 +31,13 @@ class Items(NamedTuple):
     image: Any
 
 
-class Spans(NamedTuple):
-    """Optional static column spans ``(lo, hi)`` (Python ints) holding every
-    text / image item of every sample: a hint that lets the block softmax
-    skip the other columns."""
+class Ranges(NamedTuple):
+    """Static ``(lo, hi)`` ranges (Python ints) of the positions that hold every
+    text / every image item of every sample; a block then reads only the rows
+    and columns of its modalities' ranges."""
 
-    text: tuple[int, int] | None = None
-    image: tuple[int, int] | None = None
+    text: tuple[int, int]
+    image: tuple[int, int]
 
 
 def _as_bool_mask(x: Any, *, name: str, b: int, n: int, xp: Any, dev: Any, func: str) -> Any:
@@ -134,9 +140,7 @@ def resolve_items(
     dev: Any,
     func: str,
     check_overlap: bool | None = None,
-    text_span: Any = None,
-    image_span: Any = None,
-) -> tuple[Items, Spans]:
+) -> Items:
     """Resolve the ways of saying which positions are text and image items.
 
     * ``n_text`` int: positions ``< n_text`` are text, the rest image;
@@ -144,11 +148,6 @@ def resolve_items(
     * ``text_mask`` and/or ``image_mask`` ``(B, N)`` or ``(N,)``: explicit
       membership (one alone: the other modality is its complement);
     * ``attention_mask``: valid (non-padding) positions, intersected with both.
-
-    ``text_span`` / ``image_span``: optional ``(lo, hi)`` ints promising that
-    every text / image item lies in columns ``lo <= j < hi`` (checked when the
-    masks' values are on the host). With an int ``n_text`` they are
-    ``(0, n_text)`` and ``(n_text, N)``.
     """
     have_masks = text_mask is not None or image_mask is not None
     if n_text is not None and have_masks:
@@ -156,146 +155,220 @@ def resolve_items(
     if n_text is None and not have_masks:
         raise ValueError(f"{func}: say which positions are text: give 'n_text' (int or (B,) lengths) or 'text_mask'/'image_mask'")
     if n_text is not None:
-        pos = _positions(n, xp, dev)
-        if isinstance(n_text, numbers.Integral) and not isinstance(n_text, bool):
-            k = check_int("n_text", n_text, func=func, low=0, high=n)
-            text = xp.broadcast_to(pos < k, (b, n))
-        elif isinstance(n_text, (bool, float, str)) or not hasattr(n_text, "shape"):
-            raise TypeError(f"{func}: argument 'n_text' must be an int or an integer array of shape ({b},); got {type(n_text).__name__} {n_text!r}")
-        else:
-            lens = _as_lengths(n_text, name="n_text", b=b, xp=xp, func=func)
-            if is_host_concrete(lens):
-                import numpy as np
-
-                arr = np.asarray(lens)
-                if arr.size and (arr.min() < 0 or arr.max() > n):
-                    raise ValueError(f"{func}: argument 'n_text' must hold lengths in [0, {n}]; got {arr.tolist()}")
-            text = pos < xp.astype(lens, pos.dtype)[:, None]  # TensorFlow does not promote int32/int64
+        text = _text_from_split(n_text, b, n, xp=xp, dev=dev, func=func)
         image = ~text
     else:
-        text = image = None
-        if text_mask is not None:
-            text = _as_bool_mask(text_mask, name="text_mask", b=b, n=n, xp=xp, dev=dev, func=func)
-        if image_mask is not None:
-            image = _as_bool_mask(image_mask, name="image_mask", b=b, n=n, xp=xp, dev=dev, func=func)
-        if text is None:
-            text = ~image
-        elif image is None:
-            image = ~text
-        elif check_overlap is not False and is_host_concrete(text) and is_host_concrete(image):
-            import numpy as np
-
-            both = np.asarray(text) & np.asarray(image)
-            if both.any():
-                where = np.argwhere(both)[:5].tolist()
-                raise ValueError(
-                    f"{func}: arguments 'text_mask' and 'image_mask' overlap: a position cannot be both a text "
-                    f"and an image item; overlapping (sample, position) pairs include {where}"
-                )
+        text, image = _items_from_masks(text_mask, image_mask, b, n, xp=xp, dev=dev, func=func)
+        if text_mask is not None and image_mask is not None and check_overlap is not False:
+            _check_disjoint(text, image, func)
     if attention_mask is not None:
         valid = _as_bool_mask(attention_mask, name="attention_mask", b=b, n=n, xp=xp, dev=dev, func=func)
         text = text & valid
         image = image & valid
-    if isinstance(n_text, numbers.Integral) and not isinstance(n_text, bool):
-        text_span = (0, int(n_text)) if text_span is None else text_span
-        image_span = (int(n_text), n) if image_span is None else image_span
-    spans = []
-    for name, span, mask in (("text_span", text_span, text), ("image_span", image_span, image)):
-        if span is not None:
-            if (not isinstance(span, (tuple, list)) or len(span) != 2
-                    or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in span)):
-                raise TypeError(f"{func}: argument {name!r} must be a pair of ints (lo, hi); got {span!r}")
-            lo, hi = int(span[0]), int(span[1])
-            if not 0 <= lo <= hi <= n:
-                raise ValueError(f"{func}: argument {name!r} must satisfy 0 <= lo <= hi <= {n}; got {span!r}")
-            span = (lo, hi) if hi > lo else None  # an empty span: no item at all; use the full width
-            if span is not None and is_host_concrete(mask):
-                import numpy as np
-
-                m = np.asarray(mask)
-                outside = m[:, :lo].any() or m[:, hi:].any()
-                if outside:
-                    raise ValueError(f"{func}: argument {name!r} = {span} does not hold every item: the mask has "
-                                     f"items outside columns [{lo}, {hi})")
-        spans.append(span)
-    return Items(text, image), Spans(spans[0], spans[1])
+    return Items(text, image)
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
-class ColumnBlock(NamedTuple):
-    """The block softmax over one modality's columns, for every row:
-    ``p``/``log_p`` ``(B, H', N, W)`` hold the row softmax over this modality's
-    items among the columns ``lo <= j < hi`` (``W = hi - lo``; 0 at other
-    columns). ``log_p`` is None when heads are averaged (logs are taken where
-    needed)."""
+def _text_from_split(n_text: Any, b: int, n: int, *, xp: Any, dev: Any, func: str) -> Any:
+    """``(B, N)`` text membership from an int or ``(B,)`` split point."""
+    pos = _positions(n, xp, dev)
+    if _is_int(n_text):
+        k = check_int("n_text", n_text, func=func, low=0, high=n)
+        return xp.broadcast_to(pos < k, (b, n))
+    if isinstance(n_text, (bool, float, str)) or not hasattr(n_text, "shape"):
+        raise TypeError(f"{func}: argument 'n_text' must be an int or an integer array of shape ({b},); got {type(n_text).__name__} {n_text!r}")
+    lens = _as_lengths(n_text, name="n_text", b=b, xp=xp, func=func)
+    if is_host_concrete(lens):
+        import numpy as np
+
+        arr = np.asarray(lens)
+        if arr.size and (arr.min() < 0 or arr.max() > n):
+            raise ValueError(f"{func}: argument 'n_text' must hold lengths in [0, {n}]; got {arr.tolist()}")
+    return pos < xp.astype(lens, pos.dtype)[:, None]  # TensorFlow does not promote int32/int64
+
+
+def _items_from_masks(text_mask: Any, image_mask: Any, b: int, n: int, *, xp: Any, dev: Any,
+                      func: str) -> tuple[Any, Any]:
+    """``(text, image)`` ``(B, N)`` booleans from one or both masks (one alone:
+    the other modality is its complement)."""
+    text = image = None
+    if text_mask is not None:
+        text = _as_bool_mask(text_mask, name="text_mask", b=b, n=n, xp=xp, dev=dev, func=func)
+    if image_mask is not None:
+        image = _as_bool_mask(image_mask, name="image_mask", b=b, n=n, xp=xp, dev=dev, func=func)
+    if text is None:
+        text = ~image
+    elif image is None:
+        image = ~text
+    return text, image
+
+
+def _check_disjoint(text: Any, image: Any, func: str) -> None:
+    """Raise when a position is both a text and an image item (only when the
+    masks' values are on the host)."""
+    if not (is_host_concrete(text) and is_host_concrete(image)):
+        return
+    import numpy as np
+
+    both = np.asarray(text) & np.asarray(image)
+    if both.any():
+        where = np.argwhere(both)[:5].tolist()
+        raise ValueError(
+            f"{func}: arguments 'text_mask' and 'image_mask' overlap: a position cannot be both a text "
+            f"and an image item; overlapping (sample, position) pairs include {where}"
+        )
+
+
+def item_ranges(items: Items, n: int, *, n_text: Any = None) -> Ranges | None:
+    """The :class:`Ranges` of the items, or None when they are not known
+    statically: read from the masks when a shape may follow their values
+    (:func:`~iaisreg._namespace.shapes_from_values`: NumPy, eager CPU torch
+    and TensorFlow), else ``(0, n_text)`` / ``(n_text, N)`` for an int
+    ``n_text``. None as well when a modality has no item at all (every loss
+    is 0 then; the full width keeps the graph)."""
+    if shapes_from_values(items.text) and shapes_from_values(items.image):
+        import numpy as np
+
+        found = []
+        for mask in (items.text, items.image):
+            cols = np.flatnonzero(np.asarray(mask).any(axis=0))
+            found.append((int(cols[0]), int(cols[-1]) + 1) if cols.size else None)
+    elif _is_int(n_text):
+        found = [(0, int(n_text)), (int(n_text), n)]
+    else:
+        return None
+    if any(r is None or r[0] == r[1] for r in found):
+        return None
+    return Ranges(*found)
+
+
+def block_softmax(s: Any, cond: Any, *, heads: str, xp: Any, finite: bool = False) -> tuple[Any, Any]:
+    """Block softmax (paper Eq. 6): ``sigma(S_xy)``, the row softmax of the
+    scores over the columns of one modality only.
+
+    ``s``: ``(B, H, R, C)`` scores; ``cond``: ``(B, 1, R, C)`` booleans, the
+    entries of the block (rows: items of x, columns: items of y), or of
+    several blocks that share no row (e.g. ``S_LL`` and ``S_VV`` at once:
+    each row is normalised over its own entries). ``heads="mean_probs"``
+    averages the probabilities over heads (``H' = 1``, no ``log_p``); else
+    every head is kept with its exact log-probabilities. Returns ``(p,
+    log_p)``, ``(B, H', R, C)``, as :func:`~iaisreg._ops.masked_softmax`:
+    exactly 0 off the block in its rows, finite (meaningless) in rows
+    without an entry; values outside ``cond`` never matter. ``finite``: every
+    score is known to be finite (a faster, identical computation).
+
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> cond = np.array([[True, True, False], [True, True, False], [False, False, True]])[None, None]
+    >>> p, _ = block_softmax(np.zeros((1, 1, 3, 3)), cond, heads="mean_probs", xp=xp)
+    >>> p[0, 0].tolist()
+    [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]
+    """
+    if heads == "mean_probs":
+        p, _ = masked_softmax(s, cond, xp, finite=finite)
+        return xp.mean(p, axis=1, keepdims=True), None
+    return masked_softmax(s, cond, xp, log=True, finite=finite)
+
+
+def _host_finite(s: Any, xp: Any) -> bool:
+    """True when every score is known to be finite: their sum is, read only
+    when the values are on the host (never on a device or under a trace)."""
+    return is_host_concrete(s) and math.isfinite(float(xp.sum(stop_gradient(s, xp))))
+
+
+class Block(NamedTuple):
+    """One block ``sigma(S_rc)`` as the losses read it: ``p``/``log_p``
+    ``(B, H', R, C)`` from :func:`block_softmax` (``log_p`` None with
+    ``heads="mean_probs"``: see :meth:`log`), and the item masks of the row
+    modality ``rows`` ``(B, 1, R, 1)`` and of the column modality ``cols``
+    ``(B, 1, 1, C)``. ``R``/``C`` are the modalities' ranges (or ``N``)."""
 
     p: Any
     log_p: Any
-    lo: int
-    hi: int
+    rows: Any
+    cols: Any
 
-    def rows(self, lo: int, hi: int, xp: Any) -> tuple[Any, Any]:
-        """``(p, log_p)`` of the rows ``lo <= i < hi``."""
-        p = self.p[..., lo:hi, :]
-        return p, (safe_log(p, xp) if self.log_p is None else self.log_p[..., lo:hi, :])
+    def log(self, xp: Any) -> Any:
+        """``log p``: the exact ``log_p``, or ``log(max(p, smallest normal))``."""
+        return safe_log(self.p, xp) if self.log_p is None else self.log_p
 
 
-def block_softmax(s: Any, items: Items, *, heads: str, inputs: str, spans: Spans = Spans(),
-                  xp: Any) -> tuple[ColumnBlock, ColumnBlock]:
-    """Block softmax (paper Eq. 6): ``sigma(S_xy)``, the row softmax over the
-    columns of one modality only, for the text columns (``S_LL``, ``S_VL``)
-    and the image columns (``S_LV``, ``S_VV``) at once.
+class Blocks:
+    """The blocks of Eq. 6 of one score array, each computed once, when a
+    loss first asks for it: ``blocks("V", "L")`` is the :class:`Block`
+    ``sigma(S_VL)``.
 
-    ``s``: ``(B, H, N, N)`` scores (or probabilities with ``inputs="probs"``,
-    logged first: inside a block the result is the same). ``heads``:
-    ``"mean_probs"`` averages the block probabilities over heads,
-    ``"mean_scores"`` the scores before the softmax, ``"per_head"`` keeps
-    every head (``H' = 1`` or ``H``). Each block reads only its column span
-    (all ``N`` columns without a hint). Returns ``(text, image)``
-    :class:`ColumnBlock`\\ s; rows are still every position (mask them).
+    With :class:`Ranges`, a block reads only the rows of its row modality's
+    range and the columns of its column modality's range. Without, every
+    block spans all ``N`` positions, and the blocks that share rows share one
+    softmax: ``S_LL`` with ``S_VV`` (same modality), ``S_LV`` with ``S_VL``
+    (cross-modal), each one pass over the scores.
 
-    >>> import numpy as np, array_api_compat.numpy as xp
-    >>> items = Items(np.array([[True, True, False]]), np.array([[False, False, True]]))
-    >>> text, image = block_softmax(np.zeros((1, 1, 3, 3)), items, heads="per_head", inputs="scores", xp=xp)
-    >>> text.p[0, 0].tolist(), image.p[0, 0, 0].tolist()
-    ([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.5, 0.5, 0.0]], [0.0, 0.0, 1.0])
+    ``s``: ``(B, H, N, N)`` scores, or probabilities with ``inputs="probs"``
+    (logged: inside a block the result is the same); ``heads``:
+    ``"mean_probs"``, ``"per_head"`` or ``"mean_scores"`` (the scores are
+    averaged over heads first).
     """
-    if inputs == "probs":
-        s = safe_log(s, xp)
-    if heads == "mean_scores":
-        s = xp.mean(s, axis=1, keepdims=True)
-    n = s.shape[-1]
-    out = []
-    for mask, span in ((items.text, spans.text), (items.image, spans.image)):
-        lo, hi = span if span is not None else (0, n)
-        cols = mask[:, None, None, lo:hi]
-        if heads == "mean_probs":
-            p = softmax(s[..., lo:hi] + column_bias(cols, s.dtype, xp), xp)
-            out.append(ColumnBlock(xp.mean(p, axis=1, keepdims=True), None, lo, hi))
-        else:
-            log_p, p = masked_log_softmax(s[..., lo:hi], cols, xp)
-            out.append(ColumnBlock(p, log_p, lo, hi))
-    return out[0], out[1]
 
+    def __init__(self, s: Any, items: Items, *, heads: str, inputs: str, ranges: Ranges | None, xp: Any) -> None:
+        self.s, self.items, self.heads, self.inputs, self.xp = s, items, heads, inputs, xp
+        n = s.shape[-1]
+        self.full_width = ranges is None
+        self.ranges = {"L": (0, n), "V": (0, n)} if ranges is None else {"L": ranges.text, "V": ranges.image}
+        (a0, a1), (b0, b1) = self.ranges.values()
+        # disjoint ranges: the scores are split at their ends (rows once, then the columns of each row piece)
+        self._edges = sorted({0, a0, a1, b0, b1, n}) if ranges is not None and (a1 <= b0 or b1 <= a0) else None
+        self._pieces: dict = {}
+        self._done: dict = {}
+        self.finite = _host_finite(s, xp)
 
-def widen(text: ColumnBlock, image: ColumnBlock, items: Items, xp: Any) -> Any:
-    """The probabilities of the two column blocks of :func:`block_softmax` as
-    one full-width ``(B, H', N, N)`` array: text columns normalised over the
-    text items, image columns over the image items, other columns 0."""
-    n = items.text.shape[-1]
+    def __call__(self, rows: str, cols: str) -> Block:
+        (r0, r1), (c0, c1) = self.ranges[rows], self.ranges[cols]
+        row_items = self._mask(rows)[:, None, r0:r1, None]
+        col_items = self._mask(cols)[:, None, None, c0:c1]
+        key = (rows == cols) if self.full_width else (rows, cols)
+        if key not in self._done:
+            cond = self._shared_cond(rows == cols) if self.full_width else row_items & col_items
+            s = self._scores(self._cut(rows, cols), cond)
+            self._done[key] = block_softmax(s, cond, heads=self.heads, xp=self.xp, finite=self.finite)
+        p, log_p = self._done[key]
+        return Block(p, log_p, row_items, col_items)
 
-    def pad(x: Any, g: ColumnBlock) -> Any:
-        head = tuple(x.shape[:-1])
-        pieces = []
-        if g.lo > 0:
-            pieces.append(xp.zeros(head + (g.lo,), dtype=x.dtype, device=device_of(x, xp)))
-        pieces.append(x)
-        if g.hi < n:
-            pieces.append(xp.zeros(head + (n - g.hi,), dtype=x.dtype, device=device_of(x, xp)))
-        return xp.concat(pieces, axis=-1) if len(pieces) > 1 else x
+    def _cut(self, rows: str, cols: str) -> Any:
+        """The scores of the rows of ``rows``' range and the columns of ``cols``'."""
+        if self.full_width:
+            return self.s
+        (r0, r1), (c0, c1) = self.ranges[rows], self.ranges[cols]
+        if self._edges is None:
+            return self.s[..., r0:r1, c0:c1]
+        edges = self._edges
+        if "rows" not in self._pieces:
+            self._pieces["rows"] = split(self.s, edges, self.xp, axis=-2)
+        if rows not in self._pieces:
+            self._pieces[rows] = split(self._pieces["rows"][edges.index(r0)], edges, self.xp, axis=-1)
+        return self._pieces[rows][edges.index(c0)]
 
-    p_t = pad(text.p, text)
-    zero = xp.zeros_like(p_t)
-    return xp.where(items.text[:, None, None, :], p_t,
-                    xp.where(items.image[:, None, None, :], pad(image.p, image), zero))
+    def _mask(self, modality: str) -> Any:
+        return self.items.text if modality == "L" else self.items.image
+
+    def _shared_cond(self, same: bool) -> Any:
+        t, v = self.items.text, self.items.image
+        tr, vr = t[:, None, :, None], v[:, None, :, None]
+        tc, vc = (t, v) if same else (v, t)
+        return (tr & tc[:, None, None, :]) | (vr & vc[:, None, None, :])
+
+    def _scores(self, s: Any, cond: Any) -> Any:
+        """The scores a block softmaxes: probabilities logged (unless all are
+        known finite, values outside the block are replaced by 1 first, so
+        nothing there reaches the gradient), and averaged over heads for
+        ``heads="mean_scores"``."""
+        xp = self.xp
+        if self.inputs == "probs":
+            if not self.finite:
+                s = xp.where(cond, s, xp.asarray(1.0, dtype=s.dtype, device=device_of(s, xp)))
+            s = safe_log(s, xp)
+        if self.heads == "mean_scores":
+            s = xp.mean(s, axis=1, keepdims=True)
+        return s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Sequence
 
-from ._blocks import block_softmax, resolve_items, widen
+from ._blocks import Blocks, resolve_items
 from ._divergence import mkl_terms, safe_log
 from ._namespace import compute_dtype, get_namespace
 from ._ops import device_of
@@ -149,7 +149,7 @@ def isda(
     xp = get_namespace(scores, xp=xp)
     dt = compute_dtype(scores.dtype, xp, name="scores", func=func)
     dev = device_of(scores, xp)
-    items, _ = resolve_items(b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask,
+    items = resolve_items(b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask,
                              attention_mask=attention_mask, xp=xp, dev=dev, func=func)
     tg = groups_to_masks(text_groups, b, n, name="text_groups", xp=xp, dev=dev)
     ig = groups_to_masks(image_groups, b, n, name="image_groups", xp=xp, dev=dev)
@@ -160,10 +160,11 @@ def isda(
     ig = ig & items.image[:, None, :]
     present = xp.any(tg, axis=-1) & xp.any(ig, axis=-1)  # (B, K)
 
-    s = xp.astype(scores, dt)
+    s = scores if scores.dtype == dt else xp.astype(scores, dt)
     if s.ndim == 3:
         s = s[:, None, :, :]
-    p = widen(*block_softmax(s, items, heads=opts["heads"], inputs=opts["inputs"], xp=xp), items, xp)
+    # S_LL and S_VV in one softmax (full width); Cps reads only their entries
+    p = Blocks(s, items, heads=opts["heads"], inputs=opts["inputs"], ranges=None, xp=xp)("L", "L").p
     obj_t = cps(p, tg, tg, xp)
     obj_v = cps(p, ig, ig, xp)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._blocks import ColumnBlock, block_softmax, resolve_items
+from ._blocks import Blocks, item_ranges, resolve_items
 from ._divergence import mkl_terms, official_distributed_terms, safe_log
 from ._mirror import distributed_mirror, singular_target
 from ._namespace import compute_dtype, get_namespace
@@ -16,83 +16,64 @@ from ._validate import check_scores
 
 __all__ = ["iais", "singular_loss", "distributed_loss"]
 
-
-class _AnchorBlocks(NamedTuple):
-    """What one anchor's loss reads from the two column blocks: the anchor's
-    self-attention ``p_aa``/``log_p_aa`` ``(B, H', A, A)`` and cross block
-    ``p_ao`` ``(B, H', A, O)``, and the item masks of the anchor (``a_*``) and
-    the other modality (``o_*``) as rows ``(B, 1, ., 1)`` and columns
-    ``(B, 1, 1, .)``; ``pair``: (anchor item, anchor item) entries."""
-
-    p_aa: Any
-    log_p_aa: Any
-    p_ao: Any
-    a_row: Any
-    a_col: Any
-    o_row: Any
-    o_col: Any
-    pair: Any
+_OTHER = {"V": "L", "L": "V"}
 
 
-def _anchor_blocks(a: ColumnBlock, o: ColumnBlock, anchor: Any, other: Any, xp: Any) -> _AnchorBlocks:
-    am, om = anchor[:, a.lo:a.hi], other[:, o.lo:o.hi]
-    a_row, a_col = am[:, None, :, None], am[:, None, None, :]
-    o_row, o_col = om[:, None, :, None], om[:, None, None, :]
-    p_aa, log_p_aa = a.rows(a.lo, a.hi, xp)
-    return _AnchorBlocks(p_aa, log_p_aa, o.p[..., a.lo:a.hi, :], a_row, a_col, o_row, o_col, a_row & a_col)
-
-
-def _per_sample(per: Any, anchor: Any, other: Any, *, variant: str, xp: Any) -> Any:
+def _per_sample(per: Any, items: Any, anchor: str, *, variant: str, xp: Any) -> Any:
     """``(B, H')`` divergences -> ``(B,)``: mean over heads, divided by the
     anchor item count for the official variant (``KLDivLoss(reduction=
     "batchmean")``), 0 for a sample without text or without image items."""
     dt = per.dtype
-    n_a = xp.sum(xp.astype(anchor, dt), axis=-1)
-    n_o = xp.sum(xp.astype(other, dt), axis=-1)
+    n_t = xp.sum(xp.astype(items.text, dt), axis=-1)
+    n_v = xp.sum(xp.astype(items.image, dt), axis=-1)
     per = xp.mean(per, axis=1)  # over heads (a single slot when heads are averaged)
     if variant == "official":
         one = xp.asarray(1.0, dtype=dt, device=device_of(per, xp))
-        per = per / xp.maximum(n_a, one)
-    valid = (n_a > 0) & (n_o > 0)
+        per = per / xp.maximum(n_v if anchor == "V" else n_t, one)
+    valid = (n_t > 0) & (n_v > 0)
     return xp.where(valid, per, xp.zeros_like(per))
 
 
-def singular_loss(a: ColumnBlock, o: ColumnBlock, anchor: Any, other: Any, *, variant: str, xp: Any) -> Any:
+def singular_loss(blocks: Blocks, anchor: str, *, variant: str, xp: Any) -> Any:
     """The singular IAIS loss (paper Eq. 11, with the mirror of Eq. 10 /
     Alg. 2): the divergence between the anchor's self-attention ``P_aa`` and
-    ``softmax_row(M)``, ``M[i, j] = X_oo[i*, j*]`` with ``i* = argmax_j X_ao[i, j]``.
+    ``softmax_row(M)``, ``M[i, j] = X_oo[i*, j*]`` with ``i* = argmax_j P_ao[i, j]``.
 
-    ``a``/``o``: the anchor's and the other modality's column blocks of
-    :func:`~iaisreg._blocks.block_softmax`; ``anchor``/``other``: ``(B, N)``
-    item masks. ``variant="official"``: ``X`` are the head-averaged
-    probabilities, the divergence is the authors' two ``KLDivLoss(reduction=
-    "batchmean")`` terms; ``"paper"``: ``X`` are the scores (read as block
-    log-probabilities, which differ from them by a per-row constant that the
-    row softmax removes), the divergence is m-KL (Eq. 8). Returns ``(B,)``.
+    ``blocks``: the :class:`~iaisreg._blocks.Blocks` of the scores (this loss
+    reads ``aa``, ``ao`` and ``oo``); ``anchor``: ``"V"`` or ``"L"``.
+    ``variant="official"``: ``X`` are the head-averaged probabilities, the
+    divergence is the authors' two ``KLDivLoss(reduction="batchmean")``
+    terms; ``"paper"``: ``X`` are the scores (read as block log-probabilities,
+    which differ from them by a per-row constant that the row softmax
+    removes), the divergence is m-KL (Eq. 8). Returns ``(B,)``.
     """
-    blk = _anchor_blocks(a, o, anchor, other, xp)
-    source = o.p[..., o.lo:o.hi, :] if variant == "official" else o.rows(o.lo, o.hi, xp)[1]
-    log_q, q = singular_target(source, blk.p_ao, blk.a_col, blk.o_col, xp)
-    per = mkl_terms(blk.p_aa, blk.log_p_aa, q, log_q, blk.pair, xp)
-    return _per_sample(per, anchor, other, variant=variant, xp=xp)
+    other = _OTHER[anchor]
+    aa, ao, oo = blocks(anchor, anchor), blocks(anchor, other), blocks(other, other)
+    source = oo.p if variant == "official" else oo.log(xp)
+    log_q, q = singular_target(source, ao.p, aa.cols, ao.cols, xp)
+    per = mkl_terms(aa.p, aa.log(xp), q, log_q, aa.rows & aa.cols, xp)
+    return _per_sample(per, blocks.items, anchor, variant=variant, xp=xp)
 
 
-def distributed_loss(a: ColumnBlock, o: ColumnBlock, anchor: Any, other: Any, *, variant: str, xp: Any) -> Any:
+def distributed_loss(blocks: Blocks, anchor: str, *, variant: str, xp: Any) -> Any:
     """The distributed IAIS loss (paper Eq. 13, with the mirror of Eq. 12):
     the divergence between the anchor's self-attention ``P_aa`` and
     ``Q = P_ao @ P_oa``, attention to the other modality and back.
 
-    Arguments as :func:`singular_loss`. ``variant="official"``: the authors'
-    ``KLDivLoss(reduction="batchmean")`` pair with ``log(x + 1e-6)`` on the
-    input side; ``"paper"``: m-KL (Eq. 8) with exact logs. Returns ``(B,)``.
+    Arguments as :func:`singular_loss` (this loss reads ``aa``, ``ao`` and
+    ``oa``). ``variant="official"``: the authors' ``KLDivLoss(reduction=
+    "batchmean")`` pair with ``log(x + 1e-6)`` on the input side;
+    ``"paper"``: m-KL (Eq. 8) with exact logs. Returns ``(B,)``.
     """
-    blk = _anchor_blocks(a, o, anchor, other, xp)
-    q = distributed_mirror(blk.p_ao, a.p[..., o.lo:o.hi, :], blk.a_row, blk.a_col, blk.o_row, blk.o_col, xp)
+    other = _OTHER[anchor]
+    aa, ao, oa = blocks(anchor, anchor), blocks(anchor, other), blocks(other, anchor)
+    q = distributed_mirror(ao.p, oa.p, xp)
+    pair = aa.rows & aa.cols
     if variant == "official":
-        per = official_distributed_terms(blk.p_aa, blk.log_p_aa, q, blk.pair, xp)
+        per = official_distributed_terms(aa.p, aa.log(xp), q, pair, xp)
     else:
-        per = mkl_terms(blk.p_aa, blk.log_p_aa, q, safe_log(q, xp), blk.pair, xp)
-    return _per_sample(per, anchor, other, variant=variant, xp=xp)
+        per = mkl_terms(aa.p, aa.log(xp), q, safe_log(q, xp), pair, xp)
+    return _per_sample(per, blocks.items, anchor, variant=variant, xp=xp)
 
 
 _LOSSES = {"singular": singular_loss, "distributed": distributed_loss}
@@ -107,8 +88,6 @@ def iais(
     image_mask: Any = None,
     attention_mask: Any = None,
     check_overlap: bool | None = None,
-    text_span: tuple[int, int] | None = None,
-    image_span: tuple[int, int] | None = None,
     xp: Any = None,
     **options: str,
 ) -> Any:
@@ -118,7 +97,9 @@ def iais(
         attn: ``(B, H, N, N)`` or ``(B, N, N)`` attention scores of one layer,
             ``Q K^T / sqrt(d)`` before any additive mask and softmax; or
             attention probabilities with ``inputs="probs"``. float16/bfloat16
-            are computed in float32.
+            are computed in float32, backward included (with float16
+            probabilities the gradient itself can exceed float16's range:
+            ``docs/semantics.md``).
         n_text: int split point (positions ``< n_text`` are text items, the
             rest image items) or a ``(B,)`` integer array of per-sample text
             lengths. Alternatively give ``text_mask``/``image_mask``.
@@ -127,12 +108,8 @@ def iais(
             in the middle, excluded ``[CLS]``/``[SEP]``). Must not overlap
             (checked when the values are on the host).
         attention_mask: ``(B, N)`` valid positions; padding belongs to no block.
-        text_span, image_span: optional static ``(lo, hi)`` column ranges that
-            hold every text / image item of every sample (e.g. the authors'
-            layout: ``(1, max_tl - 1)`` and ``(max_tl, N)``). A speed hint:
-            the block softmax then reads only those columns. Checked when the
-            masks are on the host; under ``jit``/``compile`` it is a promise.
-            Set automatically for an int ``n_text``.
+            Nothing at a position outside both item masks can change the
+            loss or its gradient (0 there), not even NaN or inf.
         mode, anchor, variant, heads, reduction, inputs: the options of
             :data:`iaisreg.OPTIONS` (defaults there):
 
@@ -175,24 +152,20 @@ def iais(
     xp = get_namespace(attn, xp=xp)
     dt = compute_dtype(attn.dtype, xp, name="attn")
     dev = device_of(attn, xp)
-    items, spans = resolve_items(
-        b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask, attention_mask=attention_mask,
-        xp=xp, dev=dev, func=func, check_overlap=check_overlap, text_span=text_span, image_span=image_span,
-    )
-    s = xp.astype(attn, dt)
+    items = resolve_items(b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask,
+                          attention_mask=attention_mask, xp=xp, dev=dev, func=func, check_overlap=check_overlap)
+    s = attn if attn.dtype == dt else xp.astype(attn, dt)
     if s.ndim == 3:
         s = s[:, None, :, :]
     variant, heads = opts["variant"], opts["heads"]
     if heads == "auto":
         heads = "mean_probs" if variant == "official" else "per_head"
-    text, image = block_softmax(s, items, heads=heads, inputs=opts["inputs"], spans=spans, xp=xp)
+    blocks = Blocks(s, items, heads=heads, inputs=opts["inputs"], ranges=item_ranges(items, n, n_text=n_text), xp=xp)
     loss = _LOSSES[opts["mode"]]
-    per = None
-    if opts["anchor"] in ("V", "both"):
-        per = loss(image, text, items.image, items.text, variant=variant, xp=xp)
-    if opts["anchor"] in ("L", "both"):
-        loss_l = loss(text, image, items.text, items.image, variant=variant, xp=xp)
-        per = loss_l if per is None else per + loss_l
+    anchors = ("V", "L") if opts["anchor"] == "both" else (opts["anchor"],)
+    per = loss(blocks, anchors[0], variant=variant, xp=xp)
+    for anchor in anchors[1:]:
+        per = per + loss(blocks, anchor, variant=variant, xp=xp)
     if opts["reduction"] == "none":
         return per
     return xp.sum(per) if opts["reduction"] == "sum" else xp.mean(per)

@@ -1,13 +1,14 @@
 """The mirrored intra-modal attention built from the other modality:
 singular (paper Eq. 10, Alg. 2) and distributed (paper Eq. 12).
 
-Arrays are the static sub-blocks of the column spans; rows/columns outside
-the items are masked, never cut out by value, so every shape is static."""
+Arrays are blocks of :func:`iaisreg._blocks.block_softmax`: rows and
+columns outside the items are masked, never removed, so the samples of a
+batch keep one shape."""
 from __future__ import annotations
 
 from typing import Any
 
-from ._ops import device_of, masked_log_softmax, take_along_axis
+from ._ops import device_of, masked_softmax, take_along_axis
 
 __all__ = ["mirror_index", "singular_mirror", "distributed_mirror", "singular_target"]
 
@@ -46,15 +47,15 @@ def singular_target(source: Any, p_ao: Any, anchor_cols: Any, other_cols: Any, x
     ``(log_q, q)``, both ``(..., A, A)``."""
     idx = mirror_index(p_ao, other_cols, xp)
     m = singular_mirror(source, idx, xp)
-    return masked_log_softmax(m, anchor_cols, xp)
+    q, log_q = masked_softmax(m, anchor_cols, xp, log=True)
+    return log_q, q
 
 
-def distributed_mirror(p_ao: Any, p_oa: Any, anchor_rows: Any, anchor_cols: Any, other_rows: Any, other_cols: Any,
-                       xp: Any) -> Any:
+def distributed_mirror(p_ao: Any, p_oa: Any, xp: Any) -> Any:
     """``P_ao @ P_oa`` (Eq. 12): attention from each anchor item to the other
     modality, then back. ``p_ao``: ``(..., A, O)``, ``p_oa``: ``(..., O, A)``
-    block softmaxes; rows/columns outside the items are zeroed first, so the
-    result ``(..., A, A)`` is non-zero only on (anchor, anchor) entries."""
-    p_ao = xp.where(anchor_rows & other_cols, p_ao, xp.zeros_like(p_ao))
-    p_oa = xp.where(other_rows & anchor_cols, p_oa, xp.zeros_like(p_oa))
+    blocks of :func:`~iaisreg._blocks.block_softmax`, exactly 0 off their
+    block in every item row and finite everywhere, so the product is exact
+    on (anchor, anchor) entries and 0 at the other columns of an anchor row;
+    other rows are finite and must be masked."""
     return xp.matmul(p_ao, p_oa)

@@ -12,7 +12,7 @@ import array_api_compat
 
 from ._ops import native, private_namespace
 
-__all__ = ["get_namespace", "compute_dtype", "is_host_concrete"]
+__all__ = ["get_namespace", "compute_dtype", "is_host_concrete", "shapes_from_values"]
 
 
 def get_namespace(*arrays: Any, xp: Any = None) -> Any:
@@ -59,3 +59,14 @@ def is_host_concrete(x: Any) -> bool:
         return True
     fn = native("host_concrete", array=x)
     return fn is not None and bool(fn(x))
+
+
+def shapes_from_values(x: Any) -> bool:
+    """True when a shape may follow ``x``'s values at no cost: the values are on
+    the host (:func:`is_host_concrete`) and a new shape neither breaks a trace
+    nor compiles anything (not JAX, whose eager operations compile once per
+    shape: the registry's ``shapes_from_values`` op says no)."""
+    if not is_host_concrete(x):
+        return False
+    fn = native("shapes_from_values", array=x)
+    return True if fn is None else bool(fn(x))

@@ -6,7 +6,8 @@ One registry, :data:`FRAMEWORKS`, holds for PyTorch, JAX and TensorFlow the
 same four things: how to recognise the framework's arrays and its namespace,
 a private namespace when array-api-compat does not cover it (TensorFlow), and
 a table of native ops (``softmax``, ``log_softmax``, ``take_along_axis``,
-``device``, ``host_concrete``; any may be missing). A framework is consulted
+``split``, ``stop_gradient``, ``device``, ``host_concrete``,
+``shapes_from_values``; any may be missing). A framework is consulted
 only when it is already in ``sys.modules`` (otherwise no array of it can
 exist), so importing :mod:`iaisreg` never imports one.
 """
@@ -19,7 +20,7 @@ from typing import Any, Callable, NamedTuple
 import array_api_compat
 
 __all__ = ["FRAMEWORKS", "framework_of_array", "private_namespace", "native", "device_of", "softmax",
-           "log_softmax", "masked_log_softmax", "take_along_axis", "column_bias"]
+           "log_softmax", "masked_softmax", "split", "stop_gradient", "take_along_axis"]
 
 
 class Framework(NamedTuple):
@@ -48,6 +49,9 @@ def _torch_ops(torch: Any) -> dict:
         "log_softmax": lambda x, axis: torch.log_softmax(x, dim=axis),
         # torch.gather directly, skipping array-api-compat's index normalisation
         "take_along_axis": lambda x, indices, axis: torch.gather(x, axis, indices),
+        # one backward node (a concatenation) for all pieces, not a full-size gradient per slice
+        "split": lambda x, sizes, axis: torch.split(x, sizes, dim=axis),
+        "stop_gradient": lambda x: x.detach(),
         "host_concrete": _torch_host_concrete,
     }
 
@@ -65,7 +69,10 @@ def _jax_ops(jax: Any) -> dict:
     return {
         "softmax": lambda x, axis: jax.nn.softmax(x, axis=axis),
         "log_softmax": lambda x, axis: jax.nn.log_softmax(x, axis=axis),
+        "stop_gradient": jax.lax.stop_gradient,
         "host_concrete": _jax_host_concrete,
+        # every new shape compiles each eager operation again: never cut blocks by values
+        "shapes_from_values": lambda x: False,
     }
 
 
@@ -75,6 +82,8 @@ def _tf_ops(tf: Any) -> dict:
         "log_softmax": lambda x, axis: tf.nn.log_softmax(x, axis=axis),
         # "" for symbolic tensors inside tf.function, where TensorFlow's placer decides
         "device": lambda x: getattr(x, "device", "") or "",
+        "split": lambda x, sizes, axis: tf.split(x, sizes, axis=axis),
+        "stop_gradient": tf.stop_gradient,
         "host_concrete": lambda x: tf.executing_eagerly() and "CPU" in (x.device or "CPU").upper(),
     }
 
@@ -151,6 +160,29 @@ def log_softmax(x: Any, xp: Any, axis: int = -1) -> Any:
     return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
+def split(x: Any, edges: list[int], xp: Any, axis: int) -> list[Any]:
+    """The pieces ``x[edges[k]:edges[k + 1]]`` along ``axis`` (``edges``
+    increasing from 0 to the axis length). Where the framework has a split
+    (PyTorch, TensorFlow), the gradient of all pieces is assembled in one
+    step, instead of one full-size zero array per sliced piece."""
+    sizes = [b - a for a, b in zip(edges, edges[1:])]
+    fn = native("split", xp=xp)
+    if fn is not None:
+        return list(fn(x, sizes, axis))
+    index = [slice(None)] * x.ndim
+    pieces = []
+    for a, b in zip(edges, edges[1:]):
+        index[axis] = slice(a, b)
+        pieces.append(x[tuple(index)])
+    return pieces
+
+
+def stop_gradient(x: Any, xp: Any) -> Any:
+    """``x`` cut from the autodiff graph (itself where there is none)."""
+    fn = native("stop_gradient", xp=xp)
+    return x if fn is None else fn(x)
+
+
 def take_along_axis(x: Any, indices: Any, xp: Any, axis: int) -> Any:
     """``take_along_axis`` with non-negative ``indices``."""
     fn = native("take_along_axis", xp=xp)
@@ -159,23 +191,35 @@ def take_along_axis(x: Any, indices: Any, xp: Any, axis: int) -> Any:
     return xp.take_along_axis(x, indices, axis=axis)
 
 
-#: added to the scores of columns outside a block; exp() of it is exactly 0
-#: in float32/float64 (16-bit inputs are computed in float32).
-_MASK_VALUE = -1e30
+def masked_softmax(x: Any, cond: Any, xp: Any, *, log: bool = False, finite: bool = False) -> tuple[Any, Any]:
+    """Row softmax of ``x`` ``(..., R, C)`` over the entries in ``cond``
+    (boolean, broadcastable to ``x``) only: ``(p, log_p)``.
 
+    Entries outside ``cond`` are replaced (``where``), never offset by a bias,
+    so no value there (NaN, +-inf, 1e30) reaches the result or its gradient,
+    which is exactly 0 there. ``p`` is exactly 0 outside ``cond`` in every row
+    with at least one entry in ``cond``; a row with none gets finite values
+    (uniform) that mean nothing and must be masked. A row whose entries in
+    ``cond`` are all ``-inf`` is uniform over them (the limit of equal scores).
+    ``log_p`` (with ``log=True``, else None) is the exact log-softmax on
+    ``cond`` and 0 elsewhere, so ``0 * log_p`` stays 0 in a backward pass.
 
-def column_bias(cols: Any, dtype: Any, xp: Any) -> Any:
-    """``0`` on the columns in ``cols``, a huge negative number elsewhere:
-    ``softmax(s + column_bias(cols))`` is the row softmax over those columns
-    only (exact: the other terms are exactly 0)."""
-    zero = xp.zeros(cols.shape, dtype=dtype, device=device_of(cols, xp))
-    return xp.where(cols, zero, xp.asarray(_MASK_VALUE, dtype=dtype, device=device_of(cols, xp)))
-
-
-def masked_log_softmax(s: Any, cols: Any, xp: Any) -> tuple[Any, Any]:
-    """Row softmax of ``s`` ``(..., M)`` over the columns in ``cols`` (boolean,
-    broadcastable to ``s``) only: ``(log_p, p)``, both 0 outside those
-    columns; a row with no column in ``cols`` stays finite."""
-    zero = xp.zeros_like(s)
-    lp = log_softmax(s + column_bias(cols, s.dtype, xp), xp)
-    return xp.where(cols, lp, zero), xp.where(cols, xp.exp(lp), zero)
+    ``finite=True`` promises that every value of ``x`` is finite: the
+    entries off the block then get ``-inf`` added instead (bitwise the same
+    result in every row with an entry in ``cond``, and a backward pass with
+    nothing to select).
+    """
+    dev = device_of(x, xp)
+    neg_inf = xp.asarray(-float("inf"), dtype=x.dtype, device=dev)
+    zero = xp.asarray(0.0, dtype=x.dtype, device=dev)
+    # off the block: -inf (exp gives exactly 0), or 0 in a row without entries
+    off = xp.where(xp.any(cond, axis=-1, keepdims=True), neg_inf, zero)
+    if finite:
+        z = x + xp.where(cond, zero, off)
+    else:  # -inf on the block becomes the lowest finite number: a row of them is uniform
+        lowest = xp.asarray(float(xp.finfo(x.dtype).min), dtype=x.dtype, device=dev)
+        z = xp.where(cond & (x != neg_inf), x, xp.where(cond, lowest, off))
+    p = softmax(z, xp)
+    if not log:
+        return p, None
+    return p, xp.where(cond, log_softmax(z, xp), zero)

@@ -313,6 +313,138 @@ def test_empty_samples_and_padding_get_exact_zeros(backend, mode, variant):
         assert np.all(np.isfinite(g)) and np.any(g[0] != 0.0), heads
 
 
+# ------------------------------------------------------------------ positions outside both item masks
+#: per sample (B, N): 0 text item, 1 image item, 2 in neither mask ([CLS], [SEP], padding), 3 an item
+#: of the text mask that attention_mask excludes, 4 the same for the image mask
+EXCLUDED_ROLES = np.array([[2, 0, 0, 2, 3, 1, 1, 4],
+                           [2, 0, 3, 2, 1, 4, 1, 2]])
+#: what is written at every excluded position (its row and its column); none may change anything
+POISONS = {"nan": np.nan, "+inf": np.inf, "-inf": -np.inf, "1e30": 1e30}
+#: every mode and variant, both anchors, every heads and inputs value, each once
+EXCLUDED_CONFIGS = [
+    dict(mode="singular", variant="official", heads="auto", inputs="scores"),
+    dict(mode="distributed", variant="official", heads="mean_probs", inputs="probs"),
+    dict(mode="singular", variant="paper", heads="mean_scores", inputs="scores"),
+    dict(mode="distributed", variant="paper", heads="per_head", inputs="probs"),
+]
+
+
+def _excluded_inputs(inputs: str) -> tuple[np.ndarray, dict, np.ndarray]:
+    """Clean float64 scores (or probabilities), the item arguments, and the
+    ``(B, N)`` positions that no block holds."""
+    roles = EXCLUDED_ROLES
+    s = np.random.default_rng(21).normal(scale=2.0, size=(2, 2, 8, 8))
+    if inputs == "probs":
+        s = np.exp(s) / np.exp(s).sum(-1, keepdims=True)
+    arrays = {"text_mask": np.isin(roles, (0, 3)), "image_mask": np.isin(roles, (1, 4)),
+              "attention_mask": roles <= 2}
+    return s, arrays, ~np.isin(roles, (0, 1))
+
+
+def _poisoned(s: np.ndarray, excluded: np.ndarray, value: float) -> np.ndarray:
+    s = s.copy()
+    for b in range(s.shape[0]):
+        s[b][:, excluded[b], :] = value
+        s[b][:, :, excluded[b]] = value
+    return s
+
+
+def _value_and_grad_runs(backend, key: Any, fn):
+    """Eager, and compiled where the suite compiles (jax.jit, tf.function, torch.compile)."""
+    runs = [("eager", lambda x, *a: backend.value_and_grad(fn, x, *a))]
+    if backend.name in COMPILED or backend.name == "torch":
+        runs.append(("compiled", backend.compiled_value_and_grad(("excluded",) + key, fn)))
+    return runs
+
+
+@pytest.mark.parametrize("config", range(len(EXCLUDED_CONFIGS)))
+def test_excluded_positions_change_nothing(backend, config):
+    """NaN, +inf, -inf or 1e30 at positions outside both item masks (or that
+    attention_mask excludes) leave the loss and its gradient exactly as they
+    are on clean input; the gradient is finite, and 0 at those positions."""
+    opts = dict(EXCLUDED_CONFIGS[config], anchor="both", reduction="sum")
+    clean, arrays, excluded = _excluded_inputs(opts["inputs"])
+    masks = backend.convert(arrays)
+    fn = lambda x, m: backend.iais(x, **m, **opts)  # noqa: E731
+    for how, run in _value_and_grad_runs(backend, (config,), fn):
+        want, want_grad = run(backend.asarray(clean, "float64"), masks)
+        want = backend.to_numpy(want)
+        assert np.isfinite(want) and want != 0.0, (how, want)
+        for name, poison in POISONS.items():
+            value, grad = run(backend.asarray(_poisoned(clean, excluded, poison), "float64"), masks)
+            what = f"{how}, {name} at excluded positions"
+            np.testing.assert_array_equal(backend.to_numpy(value), want, err_msg=what)
+            if grad is None:  # NumPy: no autodiff
+                continue
+            g = backend.to_numpy(grad)
+            assert np.all(np.isfinite(g)), what
+            np.testing.assert_array_equal(g, backend.to_numpy(want_grad), err_msg=what)
+            for b in range(g.shape[0]):
+                assert np.all(g[b][:, excluded[b], :] == 0.0) and np.all(g[b][:, :, excluded[b]] == 0.0), what
+
+
+#: every mode and variant on scores (probabilities are logged with a floor: no -inf there)
+UNIFORM_CONFIGS = [
+    dict(mode="singular", variant="official", heads="auto"),
+    dict(mode="distributed", variant="official", heads="auto"),
+    dict(mode="singular", variant="paper", heads="auto"),
+    dict(mode="distributed", variant="paper", heads="mean_scores"),
+]
+
+
+@pytest.mark.parametrize("config", range(len(UNIFORM_CONFIGS)))
+def test_a_block_row_of_minus_inf_is_uniform(backend, config):
+    """A row whose scores over a block are all -inf (a text item's S_LL row,
+    an image item's S_VL row) is uniform over that block: the loss is the one
+    with equal finite scores there, finite and the same on every backend; the
+    gradient is finite, that input's gradient with 0 at the -inf entries."""
+    opts = dict(UNIFORM_CONFIGS[config], anchor="both", reduction="sum")
+    s, arrays, _ = _excluded_inputs("scores")
+    t, v = arrays["text_mask"] & arrays["attention_mask"], arrays["image_mask"] & arrays["attention_mask"]
+    dead = np.zeros(s.shape, bool)
+    dead[0, :, 1] = t[0]  # text item 1 of sample 0: its S_LL row
+    dead[1, :, 5] = t[1]  # image item 5 of sample 1: its S_VL row
+    equal = np.where(dead, 0.5, s)
+    want = np.asarray(iaisreg.iais(equal, **arrays, **opts))
+    masks = backend.convert(arrays)
+    fn = lambda x, m: backend.iais(x, **m, **opts)  # noqa: E731
+    for how, run in _value_and_grad_runs(backend, (config, "uniform"), fn):
+        value, grad = run(backend.asarray(np.where(dead, -np.inf, s), "float64"), masks)
+        assert_close(backend.to_numpy(value), want, LOSS_TOL["float64"], f"{how}: loss")
+        if grad is None:
+            continue
+        _, want_grad = run(backend.asarray(equal, "float64"), masks)
+        g = backend.to_numpy(grad)
+        assert np.all(np.isfinite(g)), how
+        assert_close(g, np.where(dead, 0.0, backend.to_numpy(want_grad)), GRAD_TOL["float64"], f"{how}: gradient")
+
+
+# ------------------------------------------------------------------ 16-bit probabilities
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_probabilities_get_the_float32_gradient_rounded_once(backend, dtype):
+    """16-bit probabilities are computed in float32, backward included: the
+    gradient is the float32 gradient of the same values, rounded once to the
+    input's dtype. With respect to a probability it is about ``|g| / r``, ``r``
+    the share of the row's attention its block holds, so float16 (max 65504)
+    overflows to inf when a block gets almost none of a row's attention: here
+    with scores of scale 20 (docs/semantics.md). bfloat16 has the range."""
+    if backend.name == "numpy" or dtype not in backend.dtypes:
+        pytest.skip("no autodiff" if backend.name == "numpy" else f"no {dtype} on {backend.name}")
+    fn = lambda x: backend.iais(x, 4, mode="distributed", anchor="both", inputs="probs")  # noqa: E731
+    for scale in (1.0, 20.0):
+        s = np.random.default_rng(5).normal(scale=scale, size=(2, 2, 8, 8))
+        e = np.exp(s - s.max(-1, keepdims=True))
+        p = round_to(e / e.sum(-1, keepdims=True), dtype)
+        v16, g16 = backend.value_and_grad(fn, backend.asarray(p, dtype))
+        v32, g32 = backend.value_and_grad(fn, backend.asarray(p, "float32"))
+        np.testing.assert_array_equal(backend.to_numpy(v16), backend.to_numpy(v32))
+        with np.errstate(over="ignore"):
+            want = round_to(backend.to_numpy(g32), dtype)
+        np.testing.assert_array_equal(backend.to_numpy(g16), want)
+        overflow = dtype == "float16" and scale == 20.0
+        assert np.all(np.isfinite(backend.to_numpy(g16))) != overflow, (dtype, scale)
+
+
 # ------------------------------------------------------------------ compiled: jax.jit, tf.function
 #: option combinations for the compiled tests: every value of every option
 #: appears, and every (mode, anchor, variant) triple; each compiles once per shape/dtype.

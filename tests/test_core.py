@@ -352,44 +352,47 @@ def test_import_imports_no_other_framework(module, backend, others):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-# ---------------------------------------------------------------- static column spans (a speed hint)
+# ---------------------------------------------------------------- blocks cut to the items' ranges
+@pytest.mark.parametrize("heads,inputs", [("auto", "scores"), ("mean_probs", "probs"), ("per_head", "scores"),
+                                          ("mean_scores", "probs")])
 @pytest.mark.parametrize("mode,anchor,variant", COMBOS)
-def test_spans_give_the_same_loss(mode, anchor, variant):
+def test_ranges_give_the_full_width_loss(monkeypatch, mode, anchor, variant, heads, inputs):
+    """Host masks cut every block to the rows and columns of its modalities'
+    ranges; the loss is that of the full-width blocks (device or traced masks)."""
+    import iaisreg._loss as core
+
     rng = np.random.default_rng(11)
     b, h, max_tl, max_nbb = 3, 2, 7, 6
-    n = max_tl + max_nbb
-    txt_lens = np.array([7, 4, 3])
-    nbb = np.array([6, 2, 4])
-    t, v = iaisreg.masks_from_lengths(n, txt_lens - 2, nbb, text_start=1, image_start=max_tl)
+    n = max_tl + max_nbb + 1  # one padding position after the regions
+    t, v = iaisreg.masks_from_lengths(n, np.array([5, 2, 1]), np.array([6, 2, 4]), text_start=1, image_start=max_tl)
     s = rng.normal(scale=2.0, size=(b, h, n, n))
-    kw = dict(text_mask=t, image_mask=v, mode=mode, anchor=anchor, variant=variant, reduction="none")
-    np.testing.assert_allclose(iaisreg.iais(s, text_span=(1, max_tl - 1), image_span=(max_tl, n), **kw),
-                               iaisreg.iais(s, **kw), rtol=1e-12, atol=1e-15)
-    # an int n_text sets the spans itself; the result equals the masks' without spans
-    t2 = np.broadcast_to(np.arange(n) < 5, (b, n))
-    np.testing.assert_allclose(iaisreg.iais(s, 5, mode=mode, anchor=anchor, variant=variant, reduction="none"),
-                               iaisreg.iais(s, text_mask=t2, image_mask=~t2, mode=mode, anchor=anchor,
-                                            variant=variant, reduction="none"), rtol=1e-12, atol=1e-15)
+    if inputs == "probs":
+        s = np.exp(s) / np.exp(s).sum(-1, keepdims=True)
+    kw = dict(text_mask=t, image_mask=v, mode=mode, anchor=anchor, variant=variant, heads=heads, inputs=inputs,
+              reduction="none")
+    ranges = core.item_ranges(iaisreg.Items(t, v), n)
+    assert ranges == ((1, 6), (7, 13))
+    cut = iaisreg.iais(s, **kw)
+    monkeypatch.setattr(core, "item_ranges", lambda *a, **k: None)
+    np.testing.assert_allclose(cut, iaisreg.iais(s, **kw), rtol=1e-12, atol=1e-15)
 
 
-def test_spans_bad_input():
-    s = np.zeros((1, 1, 6, 6))
-    t = np.array([[0, 1, 1, 0, 0, 0]], bool)
-    with pytest.raises(ValueError, match=r"'text_span' = \(2, 3\) does not hold every item"):
-        iaisreg.iais(s, text_mask=t, image_mask=~t, text_span=(2, 3))
-    with pytest.raises(ValueError, match=r"'image_span' must satisfy 0 <= lo <= hi <= 6"):
-        iaisreg.iais(s, text_mask=t, image_mask=~t, image_span=(3, 9))
-    with pytest.raises(TypeError, match=r"'text_span' must be a pair of ints"):
-        iaisreg.iais(s, text_mask=t, image_mask=~t, text_span=(0.5, 3))
+def test_ranges_from_an_int_split_and_empty_modalities():
+    from iaisreg._blocks import item_ranges
+
+    t = np.broadcast_to(np.arange(6) < 2, (2, 6))
+    assert item_ranges(iaisreg.Items(t, ~t), 6) == ((0, 2), (2, 6))
+    assert item_ranges(iaisreg.Items(t & False, ~t), 6) is None  # no text item at all: full width
+    torch_t = torch.as_tensor(np.ascontiguousarray(t))
+    assert item_ranges(iaisreg.Items(torch_t, ~torch_t), 6) == ((0, 2), (2, 6))  # eager CPU torch: read
 
 
 @pytest.mark.parametrize("mode,anchor,variant", COMBOS)
 def test_no_text_or_no_image_at_all(mode, anchor, variant):
     s = np.random.default_rng(12).normal(size=(2, 2, 5, 5))
-    for k in (0, 5):  # every position image / every position text: empty spans, loss 0
+    for k in (0, 5):  # every position image / every position text: loss 0
         per = iaisreg.iais(s, k, mode=mode, anchor=anchor, variant=variant, reduction="none")
         np.testing.assert_array_equal(per, 0.0)
     t = np.zeros((2, 5), bool)
-    per = iaisreg.iais(s, text_mask=t, image_mask=~t, text_span=(2, 2), mode=mode, anchor=anchor, variant=variant,
-                       reduction="none")
+    per = iaisreg.iais(s, text_mask=t, image_mask=~t, mode=mode, anchor=anchor, variant=variant, reduction="none")
     np.testing.assert_array_equal(per, 0.0)

@@ -44,7 +44,7 @@ xp = jnp
 
 #: the arguments of :func:`iais` that must be static under ``jax.jit``
 #: (plus ``n_text`` when it is a Python int).
-STATIC_ARGNAMES = (*_OPTIONS, "check_overlap", "text_span", "image_span")
+STATIC_ARGNAMES = (*_OPTIONS, "check_overlap")
 
 
 def _as_array(x: Any, name: str, func: str) -> Any:
@@ -75,16 +75,15 @@ def iais(attn: jax.Array, n_text: Any = None, **kwargs: Any) -> jax.Array:
     return _core.iais(attn, n_text, xp=jnp, **kwargs)
 
 
-@functools.partial(jax.jit, static_argnames=("n_text_static", "options", "check_overlap", "text_span", "image_span"))
+@functools.partial(jax.jit, static_argnames=("n_text_static", "options", "check_overlap"))
 def _iais_compiled(attn: Any, n_text_array: Any, text_mask: Any, image_mask: Any, attention_mask: Any, *,
-                   n_text_static: Any, options: tuple, check_overlap: Any, text_span: Any, image_span: Any) -> Any:
+                   n_text_static: Any, options: tuple, check_overlap: Any) -> Any:
     n_text = n_text_static if n_text_array is None else n_text_array
     return _core.iais(attn, n_text, text_mask=text_mask, image_mask=image_mask, attention_mask=attention_mask,
-                      check_overlap=check_overlap, text_span=text_span, image_span=image_span, xp=jnp,
-                      **dict(options))
+                      check_overlap=check_overlap, xp=jnp, **dict(options))
 
 
-def _host_value_checks(attn: Any, n_text: Any, masks: dict, check_overlap: Any, spans: dict | None = None) -> None:
+def _host_value_checks(attn: Any, n_text: Any, masks: dict, check_overlap: Any) -> None:
     """The value checks the core makes on host values (``n_text`` lengths in
     range, ``text_mask``/``image_mask`` disjoint), run before tracing so that
     :func:`iais_jit` raises what :func:`iais` raises. Skipped when a value is
@@ -100,7 +99,7 @@ def _host_value_checks(attn: Any, n_text: Any, masks: dict, check_overlap: Any, 
         return np.asarray(v) if hasattr(v, "shape") else v
 
     _resolve_items(b, n, n_text=host(n_text), **{k: host(v) for k, v in masks.items()}, xp=npx, dev="cpu",
-                   func="iais", check_overlap=check_overlap, **(spans or {}))
+                   func="iais", check_overlap=check_overlap)
 
 
 @_takes_options()
@@ -112,8 +111,6 @@ def iais_jit(
     image_mask: Any = None,
     attention_mask: Any = None,
     check_overlap: bool | None = None,
-    text_span: tuple[int, int] | None = None,
-    image_span: tuple[int, int] | None = None,
     **options: str,
 ) -> jax.Array:
     """:func:`iais` compiled with ``jax.jit``: the options and an ``int``
@@ -131,20 +128,17 @@ def iais_jit(
     attn = _as_array(attn, "attn", "iais")
     masks = {k: v for k, v in (("text_mask", text_mask), ("image_mask", image_mask),
                                ("attention_mask", attention_mask)) if v is not None}
-    spans = {"text_span": text_span, "image_span": image_span}
-    _host_value_checks(attn, n_text, masks, check_overlap, spans)
+    _host_value_checks(attn, n_text, masks, check_overlap)
     if hasattr(n_text, "shape") or n_text is None:
         n_text_array, n_text_static = n_text, None
     else:
         try:
             hash(n_text)
         except TypeError:  # not a valid n_text: let the core say why
-            return iais(attn, n_text, **masks, **options, check_overlap=check_overlap, **spans)
+            return iais(attn, n_text, **masks, **options, check_overlap=check_overlap)
         n_text_array, n_text_static = None, n_text
     return _iais_compiled(attn, n_text_array, text_mask, image_mask, attention_mask, n_text_static=n_text_static,
-                          options=tuple(options.items()), check_overlap=check_overlap,
-                          text_span=None if text_span is None else tuple(text_span),
-                          image_span=None if image_span is None else tuple(image_span))
+                          options=tuple(options.items()), check_overlap=check_overlap)
 
 
 def isda(scores: jax.Array, text_groups: Any, image_groups: Any, n_text: Any = None, **kwargs: Any) -> Any:
