@@ -23,18 +23,20 @@ import os
 import random
 import re
 import tempfile
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from . import distributed
+from .objective import SetupError
 from .runtime import seed_streams
 
 __all__ = [
     "FORMAT", "CheckpointError", "checkpoint_path", "save_atomic", "find_checkpoints", "latest_checkpoint",
     "prune_checkpoints", "remove_temp_files", "load_training_checkpoint", "rng_state", "set_rng_state",
     "resume_source", "open_output_dir", "save_training_state", "restore_training_state", "save_weights",
+    "read_state_dict", "check_writable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,7 +80,8 @@ def save_atomic(obj: Any, path: str) -> None:
     """``torch.save(obj, path)`` through a temporary file and ``os.replace``.
 
     On any exception (including ``KeyboardInterrupt``) the temporary file is
-    removed and ``path`` is untouched.
+    removed and ``path`` is untouched; an ``OSError`` that names no file is
+    raised again naming ``path``.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -89,11 +92,13 @@ def save_atomic(obj: Any, path: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(err, OSError) and err.filename is None:  # e.g. a full disk: say which file
+            raise OSError(err.errno, err.strerror or str(err), path) from err
         raise
     _fsync_dir(directory)
 
@@ -151,7 +156,7 @@ def load_training_checkpoint(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"cannot read training checkpoint {path}: {type(err).__name__}: {err}") from err
+        raise _unreadable(path, err, "training checkpoint", "a train_step_*.pt file of a fine-tuning run") from err
     if not isinstance(state, dict) or state.get("format") not in _READABLE:
         raise CheckpointError(
             f"{path} is not a training checkpoint of this program (format {FORMAT!r}); a plain model "
@@ -288,3 +293,56 @@ def save_weights(model: torch.nn.Module, ckpt_dir: str, tag: str) -> str | None:
     path = os.path.join(ckpt_dir, f"model_step_{tag}.pt")
     save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
     return path
+
+
+# ----------------------------------------------------------------- weights files, writable paths
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of a weights file on the CPU: ``.safetensors``, else ``torch.load(weights_only=True)``.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError`
+    naming the file for one that cannot be read (empty, cut short, not weights)
+    or that holds something else than a mapping of names to tensors.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch and safetensors raise many kinds for damaged files
+        raise _unreadable(path, err, "checkpoint", "model weights saved by torch.save or safetensors") from err
+    if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: expected a state dict (str -> Tensor), got {type(state).__name__}"
+                              + (f" with keys {list(state)[:5]}" if isinstance(state, Mapping) else ""))
+    return dict(state)
+
+
+def _unreadable(path: str, err: Exception, what: str, expected: str) -> CheckpointError:
+    """The error of a file ``torch.load`` or safetensors could not read (empty, cut short, something else)."""
+    text = " ".join(str(err).split())[:200] or "the file is empty or cut short"
+    return CheckpointError(f"cannot read {what} {path} ({type(err).__name__}: {text}): expected {expected}")
+
+
+def check_writable(path: str, flag: str, *, directory: bool = False) -> None:
+    """:class:`SetupError` naming ``flag`` unless ``path`` (a file, or with ``directory`` a folder) can be
+    written: not a folder where a file is expected nor the reverse, and below a folder this process may
+    create files in. Creates nothing."""
+    path = os.path.abspath(path)
+    if directory and os.path.exists(path) and not os.path.isdir(path):
+        raise SetupError(f"{flag} {path} is a file; expected a directory (or a path to create one)")
+    if not directory and os.path.isdir(path):
+        raise SetupError(f"{flag} {path} is a directory; expected a file name")
+    parent = path if directory else os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise SetupError(f"{flag} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SetupError(f"{flag} {path}: cannot create files in {parent} (permission denied or read-only)")

@@ -93,6 +93,7 @@ def train(opts: TrainOptions, plugin: RetrievalPlugin) -> TrainResult:
     started = time.perf_counter()
     if not opts.output_dir:
         raise SetupError("no output directory: pass --output-dir (or set output_dir in the config)")
+    ckpt.check_writable(opts.output_dir, "--output-dir", directory=True)
     with runtime.process(opts.device, threads=opts.threads, deterministic=opts.deterministic) as ctx:
         run = _Run(opts, plugin, ctx.device)
         try:
@@ -127,6 +128,7 @@ def dry_run(opts: TrainOptions, plugin: RetrievalPlugin, *, world: int | None = 
         raise SetupError("no output directory: pass --output-dir (or set output_dir in the config)")
     world = world or int(os.environ.get("WORLD_SIZE", "1"))
     device = distributed.default_device(opts.device)
+    ckpt.check_writable(opts.output_dir, "--output-dir", directory=True)
     resume = ckpt.resume_source(opts.output_dir, resume=opts.resume, overwrite=opts.overwrite)
     if resume is not None:
         ckpt.load_training_checkpoint(resume)

@@ -140,7 +140,7 @@ class UniterPlugin:
         pairs = UniterPairs.open(self.data.train_txt_dbs, self.data.train_img_dbs, self.data,
                                  max_txt_len=self.data.max_txt_len, model_config=self.model_config,
                                  image_cache=image_cache)
-        self._img_dim = self._img_dim or int(pairs.image(0).features.shape[1])
+        self._check_width(pairs)
         return pairs
 
     def eval_pairs(self, split: str) -> UniterPairs | None:
@@ -150,8 +150,22 @@ class UniterPlugin:
     def open_split(self, txt_db: str, img_db: str) -> UniterPairs:
         """An evaluation split: every caption of ``txt_db`` with the images of ``img_db`` it refers to."""
         pairs = UniterPairs.open([txt_db], [img_db], self.data, model_config=self.model_config, image_cache=0)
-        self._img_dim = self._img_dim or int(pairs.image(0).features.shape[1])
+        self._check_width(pairs)
         return pairs
+
+    def _check_width(self, pairs: UniterPairs) -> None:
+        """Every img_db of ``pairs`` has the features the model takes: ``img_dim`` when set, else the width of
+        the first img_db opened, which the model then takes."""
+        for s, (_, img_db) in enumerate(pairs.sources):
+            width = int(pairs.image(pairs.source_images[s][0]).features.shape[1])
+            if self._img_dim is None:
+                self._img_dim = width
+            elif width != self._img_dim:
+                given = (f"img_dim {self._img_dim} (--img-dim, or img_dim in the config)" if self.data.img_dim
+                         else f"the {self._img_dim}-d features of the img_db opened first")
+                raise SetupError(f"img_db {img_db.path} holds {width}-d region features, but the model takes "
+                                 f"{given}; leave --img-dim unset to read the width from the img_db, or use img_dbs "
+                                 f"of one feature width")
 
     @property
     def img_dim(self) -> int:
