@@ -88,13 +88,14 @@ def train(opts: TrainOptions, plugin: RetrievalPlugin) -> TrainResult:
         NonFiniteLossError: a loss component became NaN/inf (nothing is saved).
         FileExistsError: ``output_dir`` holds checkpoints and neither
             ``resume`` nor ``overwrite`` was given.
-        SetupError: settings that cannot work together.
+        SetupError: settings that cannot work together; ``output_dir`` cannot be written or another run
+            holds it (:class:`~.checkpoint.OutputDirInUse`, see :class:`~.checkpoint.RunLock`).
     """
     started = time.perf_counter()
     if not opts.output_dir:
         raise SetupError("no output directory: pass --output-dir (or set output_dir in the config)")
-    ckpt.check_writable(opts.output_dir, "--output-dir", directory=True)
-    with runtime.process(opts.device, threads=opts.threads, deterministic=opts.deterministic) as ctx:
+    with runtime.process(opts.device, threads=opts.threads, deterministic=opts.deterministic) as ctx, \
+            ckpt.output_dir_lock(opts.output_dir, ctx.device):
         run = _Run(opts, plugin, ctx.device)
         try:
             run.setup()
@@ -128,7 +129,7 @@ def dry_run(opts: TrainOptions, plugin: RetrievalPlugin, *, world: int | None = 
         raise SetupError("no output directory: pass --output-dir (or set output_dir in the config)")
     world = world or int(os.environ.get("WORLD_SIZE", "1"))
     device = distributed.default_device(opts.device)
-    ckpt.check_writable(opts.output_dir, "--output-dir", directory=True)
+    ckpt.check_output_dir(opts.output_dir)
     resume = ckpt.resume_source(opts.output_dir, resume=opts.resume, overwrite=opts.overwrite)
     if resume is not None:
         ckpt.load_training_checkpoint(resume)
