@@ -10,6 +10,7 @@ import traceback
 from typing import Callable, Mapping
 
 from .checkpoint import CheckpointError, check_writable
+from .evaluation import NonFiniteScoreError
 from .loop import NonFiniteLossError
 from .objective import SetupError
 from .options import CommandParser
@@ -20,8 +21,8 @@ __all__ = ["USER_ERRORS", "CommandParser", "setup_logging", "run_command", "chec
 #: errors that are the user's to fix (a setting, a file, the data): one line, exit status 2. ``OSError`` covers
 #: files that cannot be read or written (missing, a directory where a file is expected, no space left).
 USER_ERRORS: tuple[type[BaseException], ...] = (SetupError, CheckpointError, DataError, OSError)
-#: a run that stopped on a non-finite loss: one line, exit status 1
-NON_FINITE = (NonFiniteLossError,)
+#: a run that stopped on a NaN/inf: one line, exit status 1
+NON_FINITE = (NonFiniteLossError, NonFiniteScoreError)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -35,7 +36,7 @@ def run_command(body: Callable[[], int], *, debug: bool = False) -> int:
     """Run a command's body; its exit status.
 
     A user error (:data:`USER_ERRORS`) prints ``error: <message>`` and gives
-    2; a non-finite loss gives 1 the same way; with ``debug`` (the
+    2; a non-finite loss or score gives 1 the same way; with ``debug`` (the
     commands' ``--debug``) their traceback comes first. Anything else is a
     bug: its traceback is printed, followed by a line saying so, and the
     status is 1.
