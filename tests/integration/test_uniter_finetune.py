@@ -378,3 +378,36 @@ def test_two_process_torchrun_with_gloo(data, tmp_path):
     again = evaluate_retrieval(model, pairs, collate, progress=False)
     assert again["rsum"] == pytest.approx(metrics["rsum"])
 
+
+@pytest.mark.slow
+def test_sigterm_to_the_torchrun_launcher_saves_and_resumes_exactly_but_the_launcher_exits_1(data, tmp_path):
+    """torchrun forwards SIGTERM to its workers, which save at the step boundary and exit 0; the launcher
+    itself then raises its SignalException (exit status 1). The resumed run equals the uninterrupted one."""
+    def command(out, **extra):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                "integrations.uniter.finetune", *H.train_args(data, out, steps=6, save_steps=1, keep_checkpoints=0,
+                                                              deterministic=True, no_final_eval=True,
+                                                              num_gpus_equivalent=2, **extra)]
+
+    full = subprocess.run(command(tmp_path / "full"), cwd=H.REPO_ROOT, env=H.subprocess_env(), capture_output=True,
+                          text=True, timeout=150)
+    assert full.returncode == 0, full.stderr[-3000:]
+    launcher = subprocess.Popen(command(tmp_path / "cut"), cwd=H.REPO_ROOT, env=H.subprocess_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "cut" / "log" / "train_log.jsonl"
+    deadline = time.time() + 120
+    while launcher.poll() is None and time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 1 and "SignalException" in err
+    assert err.count("received SIGTERM: saving a checkpoint") == 2  # both workers
+    stopped = H.read_trace(tmp_path / "cut")[-1]["step"]
+    assert 2 <= stopped < 6 and H.checkpoints(tmp_path / "cut")[-1] == f"train_step_{stopped:07d}.pt"
+    resumed = subprocess.run(command(tmp_path / "cut", resume="auto"), cwd=H.REPO_ROOT, env=H.subprocess_env(),
+                             capture_output=True, text=True, timeout=150)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [{k: r[k] for k in TRACE_KEYS} for r in H.read_trace(tmp_path / "cut")] == \
+        [{k: r[k] for k in TRACE_KEYS} for r in H.read_trace(tmp_path / "full")]
