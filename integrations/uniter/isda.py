@@ -31,6 +31,7 @@ from ..retrieval import distributed
 from ..retrieval.cli import CommandParser, run_command, setup_logging, write_text
 from ..retrieval.isda import SURROGATES, isda_over_pairs
 from ..retrieval.objective import SetupError
+from ..retrieval.protocol import DataError
 from .cli import add_split_arguments, open_split
 from .data import ImgDb, TxtDb
 
@@ -41,7 +42,7 @@ def image_id(img_fname: str) -> str:
     """Flickr30k image id of an img_db key: ``flickr30k_1000092795.npz`` -> ``1000092795``."""
     m = re.search(r"(\d+)(?:\.\w+)?$", img_fname)
     if m is None:
-        raise ValueError(f"cannot read a Flickr30k image id from img_db key {img_fname!r}")
+        raise DataError(f"cannot read a Flickr30k image id from img_db key {img_fname!r}")
     return m.group(1)
 
 

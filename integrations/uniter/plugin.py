@@ -21,7 +21,7 @@ import torch
 from ..retrieval.objective import SetupError
 from ..retrieval.protocol import GroupInfo, Pairs
 from .config import UniterData, UniterModelConfig
-from .data import ImgDb, MissingRecordError, TxtDb, collate, collate_original_from_image
+from .data import CorruptRecordError, DbError, ImgDb, MissingRecordError, TxtDb, collate, collate_original_from_image
 from .model import UniterForRetrieval, build_model
 
 __all__ = ["UniterPairs", "UniterPlugin"]
@@ -46,7 +46,8 @@ class UniterPairs(Pairs):
         for s, (txt_db, img_db) in enumerate(self.sources):
             fnames = sorted({txt_db.txt2img[t] for t in txt_db.ids})
             if not fnames:
-                raise ValueError(f"txt_db {txt_db.path} holds no caption (after the max_txt_len filter)")
+                raise DbError(f"txt_db {txt_db.path} holds no caption (after the max_txt_len filter)",
+                              db_path=txt_db.path)
             for fname in fnames:
                 if fname not in img_db:
                     raise MissingRecordError(f"image {fname!r} (of txt_db {txt_db.path}) not in img_db {img_db.path}",
@@ -73,11 +74,13 @@ class UniterPairs(Pairs):
         tokens = txt_db.combine_inputs(txt_db.input_ids(txt_id))
         cfg = self.model_config
         if cfg is not None and int(tokens.max()) >= cfg.vocab_size:
-            raise ValueError(f"txt_db {txt_db.path}: caption {txt_id!r} has token id {int(tokens.max())} "
-                             f">= vocab_size {cfg.vocab_size} of the model config")
+            raise CorruptRecordError(f"txt_db {txt_db.path}: caption {txt_id!r} has token id {int(tokens.max())} "
+                                     f">= vocab_size {cfg.vocab_size} of the model config", db_path=txt_db.path,
+                                     key=txt_id)
         if cfg is not None and tokens.numel() > cfg.max_position_embeddings:
-            raise ValueError(f"txt_db {txt_db.path}: caption {txt_id!r} has {tokens.numel()} tokens with "
-                             f"[CLS]/[SEP], more than max_position_embeddings={cfg.max_position_embeddings}")
+            raise CorruptRecordError(f"txt_db {txt_db.path}: caption {txt_id!r} has {tokens.numel()} tokens with "
+                                     f"[CLS]/[SEP], more than max_position_embeddings={cfg.max_position_embeddings}",
+                                     db_path=txt_db.path, key=txt_id)
         return tokens
 
     def load_image(self, i: int):
