@@ -47,6 +47,7 @@ __all__ = [
     "ENTITY_TYPES",
     "NOTVISUAL_ID",
     "FlickrEntitiesError",
+    "check_entities_dir",
     "FlickrEntitiesFileNotFoundError",
     "Phrase",
     "Sentence",
@@ -100,6 +101,13 @@ class FlickrEntitiesError(ValueError):
 
 class FlickrEntitiesFileNotFoundError(FlickrEntitiesError, FileNotFoundError):
     """The file does not exist (a ``ValueError`` and a ``FileNotFoundError``)."""
+
+
+def check_entities_dir(path: PathLike) -> None:
+    """:class:`FlickrEntitiesFileNotFoundError` unless ``path`` holds a ``Sentences/`` folder (the dataset's
+    root, next to ``Annotations/``)."""
+    if not os.path.isdir(os.path.join(path, "Sentences")):
+        raise FlickrEntitiesFileNotFoundError(f"no Sentences/ folder in the Flickr30k Entities directory {path}")
 
 
 def _existing_file(path: PathLike, *, func: str) -> Path:

@@ -18,23 +18,33 @@ file is in place are the oldest ones beyond ``keep`` deleted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import re
+import socket
 import tempfile
-from typing import Any
+import time
+from typing import Any, Iterator, Mapping
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs do not lock their output directory
+    fcntl = None
 
 import numpy as np
 import torch
 
 from . import distributed
+from .objective import SetupError
 from .runtime import seed_streams
 
 __all__ = [
     "FORMAT", "CheckpointError", "checkpoint_path", "save_atomic", "find_checkpoints", "latest_checkpoint",
     "prune_checkpoints", "remove_temp_files", "load_training_checkpoint", "rng_state", "set_rng_state",
     "resume_source", "open_output_dir", "save_training_state", "restore_training_state", "save_weights",
+    "read_state_dict", "check_writable", "OutputDirInUse", "RunLock", "output_dir_lock", "check_output_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,7 +88,8 @@ def save_atomic(obj: Any, path: str) -> None:
     """``torch.save(obj, path)`` through a temporary file and ``os.replace``.
 
     On any exception (including ``KeyboardInterrupt``) the temporary file is
-    removed and ``path`` is untouched.
+    removed and ``path`` is untouched; an ``OSError`` that names no file is
+    raised again naming ``path``.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -89,11 +100,13 @@ def save_atomic(obj: Any, path: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(err, OSError) and err.filename is None:  # e.g. a full disk: say which file
+            raise OSError(err.errno, err.strerror or str(err), path) from err
         raise
     _fsync_dir(directory)
 
@@ -151,7 +164,7 @@ def load_training_checkpoint(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"cannot read training checkpoint {path}: {type(err).__name__}: {err}") from err
+        raise _unreadable(path, err, "training checkpoint", "a train_step_*.pt file of a fine-tuning run") from err
     if not isinstance(state, dict) or state.get("format") not in _READABLE:
         raise CheckpointError(
             f"{path} is not a training checkpoint of this program (format {FORMAT!r}); a plain model "
@@ -288,3 +301,182 @@ def save_weights(model: torch.nn.Module, ckpt_dir: str, tag: str) -> str | None:
     path = os.path.join(ckpt_dir, f"model_step_{tag}.pt")
     save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
     return path
+
+
+# ----------------------------------------------------------------- weights files, writable paths
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of a weights file on the CPU: ``.safetensors``, else ``torch.load(weights_only=True)``.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError`
+    naming the file for one that cannot be read (empty, cut short, not weights)
+    or that holds something else than a mapping of names to tensors.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch and safetensors raise many kinds for damaged files
+        raise _unreadable(path, err, "checkpoint", "model weights saved by torch.save or safetensors") from err
+    if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: expected a state dict (str -> Tensor), got {type(state).__name__}"
+                              + (f" with keys {list(state)[:5]}" if isinstance(state, Mapping) else ""))
+    return dict(state)
+
+
+def _unreadable(path: str, err: Exception, what: str, expected: str) -> CheckpointError:
+    """The error of a file ``torch.load`` or safetensors could not read (empty, cut short, something else)."""
+    text = " ".join(str(err).split())[:200] or "the file is empty or cut short"
+    return CheckpointError(f"cannot read {what} {path} ({type(err).__name__}: {text}): expected {expected}")
+
+
+def check_writable(path: str, flag: str, *, directory: bool = False) -> None:
+    """:class:`SetupError` naming ``flag`` unless ``path`` (a file, or with ``directory`` a folder) can be
+    written: not a folder where a file is expected nor the reverse, and below a folder this process may
+    create files in. Creates nothing."""
+    path = os.path.abspath(path)
+    if directory and os.path.exists(path) and not os.path.isdir(path):
+        raise SetupError(f"{flag} {path} is a file; expected a directory (or a path to create one)")
+    if not directory and os.path.isdir(path):
+        raise SetupError(f"{flag} {path} is a directory; expected a file name")
+    parent = path if directory else os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise SetupError(f"{flag} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SetupError(f"{flag} {path}: cannot create files in {parent} (permission denied or read-only)")
+
+
+# ----------------------------------------------------------------- one run per output directory
+
+#: the lock file of a running fine-tuning, in its output directory
+LOCK_NAME = "run.lock"
+
+
+class OutputDirInUse(SetupError):
+    """Another running process holds the output directory's lock."""
+
+
+class RunLock:
+    """``<output_dir>/run.lock``: a lock file with the PID and host of the run that holds it.
+
+    The lock is ``fcntl.flock`` on the open file, so the kernel releases it
+    when the process ends, however it ends. :meth:`release` removes the file
+    first (and the output directory when taking the lock created it and
+    nothing else was written); a file left behind is the lock of a process
+    that died, which the next run takes over (with a warning naming it).
+    """
+
+    def __init__(self, output_dir: str) -> None:
+        self.path = os.path.join(output_dir, LOCK_NAME)
+        self._fd: int | None = None
+        self._created = False
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`OutputDirInUse` naming the process that holds it."""
+        self._created = not os.path.isdir(os.path.dirname(self.path))
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = _read_all(fd)
+                os.close(fd)
+                if isinstance(err, BlockingIOError):
+                    raise _in_use(os.path.dirname(self.path), holder) from None
+                raise OSError(err.errno, f"cannot lock it ({err.strerror})", self.path) from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:  # its holder removed it between our open and our lock
+                same = False
+            if same:
+                break
+            os.close(fd)
+        stale = _read_all(fd)
+        if stale:
+            logger.warning("%s was left by a run that is no longer running (%s); taking it over", self.path, stale)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file, then drop the lock."""
+        if self._fd is None:
+            return
+        for remove, path in ((os.unlink, self.path), (os.rmdir, os.path.dirname(self.path) if self._created else None)):
+            try:
+                if path:
+                    remove(path)
+            except OSError:  # already gone, or the run wrote into its directory
+                pass
+        os.close(self._fd)
+        self._fd = None
+
+    def holder(self) -> str | None:
+        """Who holds the lock now (None when nobody does); takes nothing."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_all(fd) or _UNNAMED
+        finally:
+            os.close(fd)
+        return None
+
+
+_UNNAMED = "a process that has not written its name yet"
+
+
+def _read_all(fd: int) -> str:
+    return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+
+
+def _in_use(output_dir: str, holder: str | None) -> OutputDirInUse:
+    return OutputDirInUse(f"--output-dir {output_dir} is in use by another run ({holder or _UNNAMED}); wait for it "
+                          f"to end or choose another directory")
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir: str, device: torch.device) -> Iterator[None]:
+    """Hold ``output_dir`` for a run: rank 0 takes its :class:`RunLock` (released on exit), and every rank
+    raises :class:`OutputDirInUse` when rank 0 could not. Checks first that the directory can be written
+    (:func:`check_writable`)."""
+    check_writable(output_dir, "--output-dir", directory=True)
+    lock, error = None, None
+    if distributed.rank() == 0 and fcntl is not None:
+        try:
+            lock = RunLock(output_dir)
+            lock.acquire()
+        except OutputDirInUse as err:
+            lock, error = None, err
+    elif distributed.rank() == 0:
+        logger.warning("no fcntl on this system: %s is not locked against a second run", output_dir)
+    if distributed.all_reduce_sum({"refused": float(error is not None)}, device)["refused"] > 0:
+        raise error or _in_use(output_dir, "named by rank 0")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def check_output_dir(output_dir: str) -> None:
+    """What :func:`output_dir_lock` would refuse, without taking or writing anything (a dry run)."""
+    check_writable(output_dir, "--output-dir", directory=True)
+    holder = RunLock(output_dir).holder() if fcntl is not None else None
+    if holder is not None:
+        raise _in_use(output_dir, holder)

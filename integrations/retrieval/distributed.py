@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .objective import SetupError
+
 __all__ = ["DistContext", "default_device", "init_from_env", "teardown", "rank", "world_size", "gather_columns", "all_reduce_sum",
            "all_gather_objects", "barrier"]
 
@@ -43,11 +45,21 @@ def world_size() -> int:
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
-    """``device``, else ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU."""
+    """``device``, else ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
+
+    Raises :class:`SetupError` naming ``--device`` for a string torch does not read
+    as a device, or a CUDA device this machine does not have.
+    """
     if device is None:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(device)
+    try:
+        out = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SetupError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if out.type == "cuda" and (out.index or 0) >= torch.cuda.device_count():
+        raise SetupError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return out
 
 
 def init_from_env(device: str | torch.device | None = None, *,

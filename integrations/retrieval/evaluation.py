@@ -28,10 +28,14 @@ from .mining import to_device
 from .progress import Progress
 from .protocol import Collate, Pairs
 
-__all__ = ["ScoreMatrix", "score_matrix", "compute_recalls", "evaluate_retrieval", "format_metrics_table",
-           "RECALL_KS"]
+__all__ = ["ScoreMatrix", "NonFiniteScoreError", "score_matrix", "compute_recalls", "evaluate_retrieval",
+           "format_metrics_table", "RECALL_KS"]
 
 RECALL_KS = (1, 5, 10)
+
+
+class NonFiniteScoreError(ValueError):
+    """The model scored some pairs as NaN; the message names the first caption and image."""
 
 
 class ScoreMatrix(NamedTuple):
@@ -131,9 +135,24 @@ def score_matrix(model: torch.nn.Module, pairs: Pairs, collate: Collate, *, batc
     if world > 1:
         on_cpu = torch.distributed.get_backend() == "gloo"
         shard = distributed.gather_columns(shard.cpu() if on_cpu else shard, pairs.n_images)
+    _check_scores(shard, pairs)
     gt = torch.tensor(pairs.caption_image, dtype=torch.long)
     return ScoreMatrix(shard.cpu(), list(pairs.caption_ids), list(pairs.image_ids), gt,
                        time.perf_counter() - start_time)
+
+
+def _check_scores(scores: torch.Tensor, pairs: Pairs) -> None:
+    """:class:`NonFiniteScoreError` naming the first NaN score's caption and image (rank order, all ranks)."""
+    nan = torch.isnan(scores)
+    if not bool(nan.any()):
+        return
+    rows, cols = nan.nonzero(as_tuple=True)
+    c, i = int(rows[0]), int(cols[0])
+    images = len(set(cols.tolist()))
+    raise NonFiniteScoreError(
+        f"the model scores caption {pairs.caption_ids[c]!r} with image {pairs.image_ids[i]!r} as NaN ({len(rows)} "
+        f"of {scores.numel()} pairs, {images} of {pairs.n_images} images): check the weights (when every pair is "
+        f"NaN) or the data of those images")
 
 
 def compute_recalls(scores: torch.Tensor, gt: torch.Tensor,

@@ -91,12 +91,14 @@ def train(opts: TrainOptions, plugin: RetrievalPlugin) -> TrainResult:
         NonFiniteLossError: a loss component became NaN/inf (nothing is saved).
         FileExistsError: ``output_dir`` holds checkpoints and neither
             ``resume`` nor ``overwrite`` was given.
-        SetupError: settings that cannot work together.
+        SetupError: settings that cannot work together; ``output_dir`` cannot be written or another run
+            holds it (:class:`~.checkpoint.OutputDirInUse`, see :class:`~.checkpoint.RunLock`).
     """
     started = time.perf_counter()
     if not opts.output_dir:
         raise SetupError("no output directory: pass --output-dir (or set output_dir in the config)")
-    with runtime.process(opts.device, threads=opts.threads, deterministic=opts.deterministic) as ctx:
+    with runtime.process(opts.device, threads=opts.threads, deterministic=opts.deterministic) as ctx, \
+            ckpt.output_dir_lock(opts.output_dir, ctx.device):
         run = _Run(opts, plugin, ctx.device)
         try:
             run.setup()
@@ -131,6 +133,7 @@ def dry_run(opts: TrainOptions, plugin: RetrievalPlugin, *, world: int | None = 
         raise SetupError("no output directory: pass --output-dir (or set output_dir in the config)")
     world = world or int(os.environ.get("WORLD_SIZE", "1"))
     device = distributed.default_device(opts.device)
+    ckpt.check_output_dir(opts.output_dir)
     resume = ckpt.resume_source(opts.output_dir, resume=opts.resume, overwrite=opts.overwrite)
     if resume is not None:
         ckpt.load_training_checkpoint(resume)
@@ -364,20 +367,23 @@ class _Run:
         """
         lam = self.objective.lam(self.step)
         t0 = time.perf_counter()
-        losses, pairs_seen = [], 0
+        losses, groups, pairs_seen = [], [], 0
         for micro in range(self.accum):
             for direction in DIRECTIONS:
                 sync = self.ddp is None or (micro == self.accum - 1 and direction == DIRECTIONS[-1])
-                loss, seen = self.train_group(direction, lam, sync)
+                loss, seen, rows = self.train_group(direction, lam, sync)
                 losses.append((micro, direction, loss))
+                groups.append(rows)
                 pairs_seen += seen
         grad_norm, lr = self._optimizer_step()
         self.step += 1
-        return {"step": self.step, "losses": losses, "grad_norm": grad_norm, "lambda": lam, "lr": lr,
+        return {"step": self.step, "losses": losses, "groups": groups, "grad_norm": grad_norm, "lambda": lam,
+                "lr": lr,
                 **self.clock.add(time.perf_counter() - t0, len(losses) * self.world, pairs_seen * self.world)}
 
-    def train_group(self, direction: str, lam: float, sync: bool) -> tuple[GroupLoss, int]:
-        """Mine, then train one group of ``direction``; its losses and the pairs it scored and trained."""
+    def train_group(self, direction: str, lam: float, sync: bool) -> tuple[GroupLoss, int, tuple[list, list]]:
+        """Mine, then train one group of ``direction``; its losses, the pairs it scored and trained, and its
+        rows' ``(captions, images)``."""
         expected = self.sampler.next(direction)
         prepared = next(self.stream_iter)
         if prepared.candidates != expected:
@@ -394,7 +400,7 @@ class _Run:
             loss = self.objective(out, direction, lam)
             self.trainer["scaler"].scale(loss.total).backward()
         detached = GroupLoss(*(t.detach() for t in loss))
-        return detached, group.n_scored + len(group.captions)
+        return detached, group.n_scored + len(group.captions), (group.captions, group.images)
 
     def _flush(self, pending: list[dict]) -> tuple[list[dict], bool]:
         """Check and log the steps done since the last boundary: one host synchronisation, one all-reduce.
@@ -436,12 +442,23 @@ class _Run:
             micro, direction, _ = losses[g]
             out.update(bad=True, message=(
                 f"non-finite {GroupLoss._fields[c]} loss ({values[g, c].item()}) at step {p['step']} (micro-step "
-                f"{micro + 1}/{self.accum}, from-{direction} group, rank {distributed.rank()}); stopping without "
-                f"saving (last checkpoint: {ckpt.latest_checkpoint(self.ckpt_dir) or 'none'})"))
+                f"{micro + 1}/{self.accum}, from-{direction} group of {self._group_names(direction, *p['groups'][g])}"
+                f", rank {distributed.rank()}); stopping without saving (last checkpoint: "
+                f"{ckpt.latest_checkpoint(self.ckpt_dir) or 'none'})"))
         elif not math.isfinite(grad_norm) and self.precision != "fp16":  # fp16: the scaler skips such steps
             out.update(bad=True, message=f"non-finite gradient norm ({grad_norm}) at step {p['step']} with finite "
                                          f"losses; stopping without saving")
         return out
+
+    def _group_names(self, direction: str, captions: list, images: list, shown: int = 8) -> str:
+        """A group named by its ids: the image and its captions, or the caption and its images (positive first)."""
+        caption_ids, image_ids = self.pairs.caption_ids, self.pairs.image_ids
+        if direction == "image":
+            anchor, kind, others = f"image {image_ids[images[0]]!r}", "captions", [caption_ids[c] for c in captions]
+        else:
+            anchor, kind, others = f"caption {caption_ids[captions[0]]!r}", "images", [image_ids[i] for i in images]
+        more = f" and {len(others) - shown} more" if len(others) > shown else ""
+        return f"{anchor} with {kind} {', '.join(repr(x) for x in others[:shown])}{more}"
 
     def _optimizer_step(self) -> tuple[torch.Tensor, float]:
         """Unscale, clip, step; returns ``(gradient norm (a device tensor), learning rate used)``."""

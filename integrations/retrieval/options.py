@@ -24,18 +24,19 @@ import argparse
 import dataclasses
 import json
 import math
+import operator
 import os
 import re
 import types
 import typing
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, NamedTuple, Sequence
 
 import iaisreg
 
-__all__ = ["TrainOptions", "check_types", "load_config", "read_json_object", "gpus_named_by", "options_parser",
-           "parse_options"]
+__all__ = ["TrainOptions", "OptionError", "check_types", "check_ranges", "in_range", "load_config", "read_json_object",
+           "gpus_named_by", "CommandParser", "options_parser", "parse_options"]
 
 # the IAIS choices come from the library's own options table
 _IAIS = Literal[("none",) + iaisreg.OPTIONS["mode"].choices]
@@ -127,22 +128,43 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         check_types(self)
-        for key in ("num_train_steps", "train_batch_size", "negative_size", "hard_neg_size", "inf_minibatch_size",
-                    "log_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"key {key!r} must be >= 1, got {getattr(self, key)}")
+        check_ranges(self, _TRAIN_RANGES)
         if len(self.betas) != 2:
-            raise ValueError(f"key 'betas' must be a list of 2 numbers, got {self.betas!r}")
-        if not math.isfinite(self.iais_weight) or self.iais_weight < 0:
-            raise ValueError(f"key 'iais_weight' must be finite and >= 0, got {self.iais_weight}")
-        for key in ("num_gpus_equivalent", "stop_after"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ValueError(f"key {key!r} must be >= 1, got {getattr(self, key)}")
-        if self.dry_run is not None and self.dry_run < 0:
-            raise ValueError(f"key 'dry_run' must be >= 0 processes (0: the environment's), got {self.dry_run}")
+            raise OptionError("betas", f"must be a list of 2 numbers, got {self.betas!r}")
+
+
+#: the range of every numeric field of :class:`TrainOptions` (None values are "not set" and skip the check)
+_TRAIN_RANGES = {
+    **dict.fromkeys(("num_train_steps", "train_batch_size", "negative_size", "hard_neg_size", "inf_minibatch_size",
+                     "log_steps", "num_gpus_equivalent", "stop_after", "threads"), ">= 1"),
+    **dict.fromkeys(("warmup_steps", "valid_steps", "save_steps", "keep_checkpoints", "n_workers", "image_cache",
+                     "margin", "weight_decay", "iais_weight", "dry_run"), ">= 0"),
+    "learning_rate": "> 0", "iais_gamma": "> 0", "dropout": "in [0, 1)", "betas": "in [0, 1)",
+    "seed": f"in [0, {2 ** 32})",
+}
 
 
 # ----------------------------------------------------------------- types
+
+
+class OptionError(ValueError):
+    """A setting whose value has the wrong type or lies outside its range.
+
+    ``keys`` names the field(s) at fault and ``requirement`` says what was
+    expected (``"must be > 0, got nan"``). The message names the keys as a
+    config file has them (``key 'learning_rate' must be > 0, got nan``);
+    :func:`parse_options` names the flag instead when the value came from the
+    command line (:meth:`naming`).
+    """
+
+    def __init__(self, keys: str | Sequence[str], requirement: str) -> None:
+        self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
+        self.requirement = requirement
+        super().__init__(self.naming([f"key {k!r}" for k in self.keys]))
+
+    def naming(self, names: Sequence[str]) -> str:
+        """The message with the keys called ``names`` (one per key)."""
+        return f"{' and '.join(names)} {self.requirement}"
 
 
 def _kind(tp: Any) -> tuple[str, Any]:
@@ -158,14 +180,16 @@ def _kind(tp: Any) -> tuple[str, Any]:
         text, check = _kind(args[0])
         return f"a list of {text.split(' ', 1)[1]}s", lambda v: isinstance(v, list) and all(check(x) for x in v)
     checks = {int: ("an int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-              float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+              float: ("a finite number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and math.isfinite(v)),
               str: ("a string", lambda v: isinstance(v, str)),
               bool: ("a bool", lambda v: isinstance(v, bool))}
     return checks[tp]
 
 
 def check_types(obj: Any) -> None:
-    """``ValueError`` naming the key when a field of the dataclass ``obj`` has a value of the wrong type."""
+    """:class:`OptionError` naming the key when a field of the dataclass ``obj`` has a value of the wrong type
+    (a float field takes finite numbers only)."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         if not f.init:
@@ -174,7 +198,42 @@ def check_types(obj: Any) -> None:
         text, check = _kind(hints[f.name])
         if not check(value):
             shown = "null" if value is None else type(value).__name__
-            raise ValueError(f"key {f.name!r} must be {text}, got {shown} {value!r}")
+            raise OptionError(f.name, f"must be {text}, got {shown} {value!r}")
+
+
+_RANGE = re.compile(r"^(?:(?P<op>>=|>) (?P<x>\S+)|in (?P<lo>[\[(])(?P<a>\S+), (?P<b>\S+)(?P<hi>[\])]))"
+                    r"(?: or (?P<also>\S+))?$")
+_COMPARE = {">=": operator.ge, ">": operator.gt, "[": operator.ge, "(": operator.gt, "]": operator.le,
+            ")": operator.lt}
+
+
+def in_range(value: float, spec: str) -> bool:
+    """Whether ``value`` lies in the range ``spec``: ``">= 1"``, ``"> 0"``, ``"in [0, 1)"``, each optionally
+    followed by ``" or V"`` (one more value allowed, e.g. ``-1`` for "no limit").
+
+    >>> in_range(0.5, "in [0, 1)"), in_range(1, "in [0, 1)"), in_range(-1, ">= 1 or -1")
+    (True, False, True)
+    """
+    m = _RANGE.match(spec)
+    if m is None:
+        raise ValueError(f"not a range: {spec!r}")
+    if m["also"] is not None and value == float(m["also"]):
+        return True
+    if m["op"]:
+        return _COMPARE[m["op"]](value, float(m["x"]))
+    return _COMPARE[m["lo"]](value, float(m["a"])) and _COMPARE[m["hi"]](value, float(m["b"]))
+
+
+def check_ranges(obj: Any, ranges: Mapping[str, str]) -> None:
+    """:class:`OptionError` naming the key when a field of ``obj`` lies outside its range (:func:`in_range`).
+
+    ``ranges`` maps field names to range specs; a None value is "not set" and
+    passes; every element of a list must lie in the range.
+    """
+    for key, spec in ranges.items():
+        value = getattr(obj, key)
+        if value is not None and not all(in_range(v, spec) for v in (value if isinstance(value, list) else [value])):
+            raise OptionError(key, f"must be {spec}, got {value!r}")
 
 
 # ----------------------------------------------------------------- config files
@@ -264,15 +323,48 @@ def load_config(data: Mapping[str, Any] | str | os.PathLike, *classes: type, sou
 # ----------------------------------------------------------------- command lines
 
 
+class _CommandLine:
+    """What every command's parser does: usage errors as one line ``error: ...`` (exit status 2), and
+    ``--debug``, remembered as :attr:`debug` once the command line is parsed."""
+
+    debug = False
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        self.debug = bool(getattr(parsed, "debug", False))
+        return parsed, extras
+
+    def add_debug_flag(self, group: Any = None) -> None:
+        (group or self).add_argument(
+            "--debug", action="store_true",
+            help="print the traceback of any error, also of those reported in one line (a bad flag or file)")
+
+
+class CommandParser(_CommandLine, argparse.ArgumentParser):
+    """An ``argparse`` parser with one-line usage errors and ``--debug`` (see :func:`options_parser`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_debug_flag()
+
+
 def options_parser(*classes: type, prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser with one flag per field of ``classes`` plus ``--config`` and ``--set``."""
+    """A parser with one flag per field of ``classes`` plus ``--config``, ``--set`` and ``--debug``.
+
+    Usage errors are one line ``error: ...`` with exit status 2.
+    """
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(list(classes), prog=prog, description=description)
+    parser = type("OptionsParser", (_CommandLine, HfArgumentParser), {})(list(classes), prog=prog,
+                                                                          description=description)
     group = parser.add_argument_group("config file")
     group.add_argument("--config", help="an original training config JSON; flags override its keys")
     group.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                        help="override any config key with a JSON value, e.g. --set fp16=false (repeatable)")
+    parser.add_debug_flag(group)
     return parser
 
 
@@ -293,24 +385,62 @@ def parse_options(parser: argparse.ArgumentParser, argv: Sequence[str], *classes
                   aliases: Mapping[str, Any] | None = None) -> list[Any]:
     """Parse ``argv`` into one instance per dataclass: defaults < ``--config`` < ``--set`` < flags.
 
-    Every problem is a usage error (``parser.error``: the message, exit status 2).
+    Every problem is a usage error (``parser.error``: one line, exit status
+    2) naming where the bad value came from: the config file and its key,
+    ``--set KEY``, or the flag (``--learning-rate``), never a config key for a
+    flag's value.
     """
     first = parser.parse_args(argv)
-    data: dict = {}
-    if first.config:
-        try:
-            data = read_json_object(first.config)
-        except (OSError, ValueError) as err:
-            parser.error(str(err))
-    data.update(_parse_set(first.set, parser))
-    try:
-        defaults = load_config(data, *classes, source=first.config or "--set", aliases=aliases)
-    except ValueError as err:
-        parser.error(str(err))
-    for obj in defaults:
+    layered = _config_and_set(parser, first.config, first.set, classes, aliases or {})
+    for obj in layered.defaults:
         parser.set_defaults(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init})
     args = vars(parser.parse_args(argv))
     try:
         return [cls(**{f.name: args[f.name] for f in dataclasses.fields(cls) if f.init}) for cls in classes]
+    except OptionError as err:
+        given = {f.name: getattr(obj, f.name) for obj in layered.defaults for f in dataclasses.fields(obj) if f.init}
+        parser.error(err.naming([f"--{k.replace('_', '-')}" if args.get(k) != given.get(k) else layered.origin(k)
+                                 for k in err.keys]))
     except ValueError as err:
         parser.error(str(err))
+
+
+class _Layered(NamedTuple):
+    """The values of ``--config`` and ``--set``, and where each came from."""
+
+    defaults: list
+    config: str | None
+    from_config: Mapping[str, Any]
+    from_set: Mapping[str, Any]
+
+    def origin(self, key: str) -> str:
+        """How a message names a key whose value did not come from a flag."""
+        if key in self.from_set:
+            return f"--set {key}"
+        return f"key {key!r} of {self.config}" if key in self.from_config else f"key {key!r} (default)"
+
+
+def _config_and_set(parser: argparse.ArgumentParser, config: str | None, items: Sequence[str],
+                    classes: Sequence[type], aliases: Mapping[str, Any]) -> _Layered:
+    """The dataclasses from the config file, then with ``--set`` applied; each stage's errors name it."""
+    data: dict = {}
+    if config:
+        try:
+            data = read_json_object(config)
+        except (OSError, ValueError) as err:
+            parser.error(str(err))
+    settings = _parse_set(items, parser)
+    known = {f.name for cls in classes for f in dataclasses.fields(cls) if f.init} | set(aliases)
+    for key in settings:
+        if key not in known:
+            parser.error(f"--set {key}: no such key (the keys are the flags' names, with underscores)")
+    try:
+        from_file = load_config(data, *classes, source=config or "<config>", aliases=aliases)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        parts = _split_keys(settings, classes, "--set", aliases)
+        defaults = [dataclasses.replace(obj, **part) for obj, part in zip(from_file, parts)]
+    except ValueError as err:
+        parser.error(f"--set: {err}")
+    return _Layered(defaults, config, data, settings)

@@ -37,7 +37,23 @@ from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import torch
 
-__all__ = ["RetrievalOutput", "GroupInfo", "Pairs", "Collate", "RetrievalPlugin", "takes_group"]
+__all__ = ["RetrievalOutput", "GroupInfo", "Pairs", "Collate", "RetrievalPlugin", "DataError", "takes_group"]
+
+
+class DataError(Exception):
+    """Data a plug-in cannot use (a damaged database, an unreadable image or split file): the user's to fix.
+
+    The message names the file (and the record) and what to do; the commands
+    print it as one line (exit status 2). Raised in a ``DataLoader`` worker,
+    the error reaches the main process re-made from a message that holds the
+    worker's whole traceback (``torch.utils.data``'s ``ExceptionWrapper``);
+    only its last line, the original message, is kept.
+    """
+
+    def __init__(self, message: str) -> None:
+        lines = [line for line in str(message).strip().splitlines() if line.strip()]
+        last = lines[-1] if lines else str(message)
+        super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1] if len(lines) > 1 else last)
 
 
 class RetrievalOutput(NamedTuple):

@@ -2,7 +2,9 @@
 
 ``evaluate``, ``isda`` and ``visualize`` take an original training config (for
 the split's databases, the detector setting, the model config and
-``inf_minibatch_size``) and flags that override it.
+``inf_minibatch_size``) and flags that override it. Their parsers are the
+engine's :class:`~integrations.retrieval.cli.CommandParser` (one-line usage
+errors, ``--debug``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
+from ..retrieval.cli import check_outputs
 from ..retrieval.options import TrainOptions
 from .config import UniterData, read_train_config
 from .plugin import UniterPairs, UniterPlugin
@@ -51,7 +54,10 @@ class Split:
 
 
 def open_split(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Split:
-    """The split named by ``args`` (see :func:`add_split_arguments`); usage errors exit with status 2."""
+    """The split named by ``args`` (see :func:`add_split_arguments`); usage errors exit with status 2, also for
+    an ``--output`` or ``--save-scores`` path that cannot be written."""
+    check_outputs(parser, {"--output": getattr(args, "output", None),
+                           "--save-scores": getattr(args, "save_scores", None)})
     try:
         opts, data = read_train_config(args.config) if args.config else (TrainOptions(), UniterData())
     except (OSError, ValueError) as err:

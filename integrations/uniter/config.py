@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from ..retrieval.options import TrainOptions, check_types, load_config, read_json_object
+from ..retrieval.options import OptionError, TrainOptions, check_ranges, check_types, load_config, read_json_object
 
 __all__ = ["UniterModelConfig", "UniterData", "read_train_config", "SUPPORTED_ACTIVATIONS", "CONFIG_ALIASES"]
 
@@ -37,6 +37,15 @@ SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "swish
 
 #: the authors' IAIS fork writes ``"IAIS": "singular" | "distributed" | false`` into the training config
 CONFIG_ALIASES = {"IAIS": lambda v: ("iais", v if v in ("singular", "distributed") else "none")}
+
+
+#: the ranges of :class:`UniterModelConfig` (type_vocab_size: UNITER uses type 0 for text and type 1 for regions)
+_MODEL_RANGES = {
+    **dict.fromkeys(("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings"), ">= 1"),
+    "type_vocab_size": ">= 2", "hidden_dropout_prob": "in [0, 1)", "attention_probs_dropout_prob": "in [0, 1)",
+    "initializer_range": "> 0",
+}
 
 
 @dataclass(frozen=True)
@@ -64,23 +73,13 @@ class UniterModelConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
-        for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                    "intermediate_size", "max_position_embeddings"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"key {key!r} must be >= 1, got {getattr(self, key)}")
-        if self.type_vocab_size < 2:
-            raise ValueError(f"key 'type_vocab_size' must be >= 2 (UNITER uses type 0 for text and type 1 for "
-                             f"regions), got {self.type_vocab_size}")
+        check_ranges(self, _MODEL_RANGES)
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"'hidden_size' ({self.hidden_size}) must be divisible by 'num_attention_heads' "
-                             f"({self.num_attention_heads})")
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"key {key!r} must be in [0, 1), got {getattr(self, key)}")
-        if self.initializer_range <= 0:
-            raise ValueError(f"key 'initializer_range' must be > 0, got {self.initializer_range}")
+            raise OptionError(("hidden_size", "num_attention_heads"),
+                              f"must be such that hidden_size ({self.hidden_size}) is divisible by "
+                              f"num_attention_heads ({self.num_attention_heads})")
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ValueError(f"key 'hidden_act' must be one of {list(SUPPORTED_ACTIVATIONS)}, got {self.hidden_act!r}")
+            raise OptionError("hidden_act", f"must be one of {list(SUPPORTED_ACTIVATIONS)}, got {self.hidden_act!r}")
 
     @property
     def head_size(self) -> int:
@@ -142,18 +141,14 @@ class UniterData:
 
     def __post_init__(self) -> None:
         check_types(self)
+        check_ranges(self, {"max_txt_len": ">= 1 or -1", "max_bb": ">= 1", "min_bb": ">= 1", "num_bb": ">= 1",
+                            "img_dim": ">= 1", "conf_th": ">= 0"})
         if len(self.train_txt_dbs) != len(self.train_img_dbs):
-            raise ValueError(f"'train_txt_dbs' and 'train_img_dbs' must have the same length, got "
-                             f"{len(self.train_txt_dbs)} and {len(self.train_img_dbs)}")
-        if not 1 <= self.min_bb <= self.max_bb:
-            raise ValueError(f"keys 'min_bb' and 'max_bb' must satisfy 1 <= min_bb <= max_bb, got "
-                             f"min_bb={self.min_bb}, max_bb={self.max_bb}")
-        if self.num_bb < 1:
-            raise ValueError(f"key 'num_bb' must be >= 1, got {self.num_bb}")
-        if self.max_txt_len < 1 and self.max_txt_len != -1:
-            raise ValueError(f"key 'max_txt_len' must be >= 1 or -1 (no limit), got {self.max_txt_len}")
-        if self.img_dim is not None and self.img_dim < 1:
-            raise ValueError(f"key 'img_dim' must be >= 1, got {self.img_dim}")
+            raise OptionError(("train_txt_dbs", "train_img_dbs"), f"must name as many databases, got "
+                              f"{len(self.train_txt_dbs)} and {len(self.train_img_dbs)}")
+        if self.min_bb > self.max_bb:
+            raise OptionError(("min_bb", "max_bb"), f"must satisfy min_bb <= max_bb, got {self.min_bb} and "
+                                                    f"{self.max_bb}")
 
     def split_dbs(self, split: str) -> tuple[str | None, str | None]:
         """``(txt_db, img_db)`` paths of ``split`` ("val" or "test")."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Sequence
 
@@ -24,15 +23,14 @@ import torch
 
 from ..retrieval import compute_recalls, score_matrix
 from ..retrieval import distributed, runtime
-from ..retrieval.cli import run_command, setup_logging
+from ..retrieval.cli import CommandParser, run_command, setup_logging, write_text
 from .cli import Split, add_split_arguments, open_split
-from .data import DbError
 
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> CommandParser:
+    p = CommandParser(
         prog="python -m integrations.uniter.evaluate",
         description="Full-ranking image-text retrieval evaluation of a UNITER checkpoint "
                     "(R@1/5/10 both ways and RSUM). Run under torchrun to shard over processes.")
@@ -99,9 +97,7 @@ def _report(result, split: Split, args: argparse.Namespace, precision: str, devi
     text = json.dumps(report, indent=2)
     print(text)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        write_text(args.output, text + "\n")
     if args.save_scores:
         torch.save({"scores": result.scores, "txt_ids": result.txt_ids, "img_fnames": result.img_fnames,
                     "gt": result.gt}, args.save_scores)
@@ -115,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     split = open_split(args, parser)
     setup_logging()
-    return run_command(lambda: (dry_run if args.dry_run else evaluate)(split, args), user_errors=(DbError,))
+    return run_command(lambda: (dry_run if args.dry_run else evaluate)(split, args), debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ key is also a flag (``--train-batch-size``), and flags override the file. See
 outputs.
 
 Exit status: 0 when the run finished or stopped on request (SIGTERM/SIGINT,
-``--stop-after``) with a checkpoint; 1 when a loss became NaN/inf; 2 for a
-usage error (bad flag, missing file, output directory already used).
+``--stop-after``) with a checkpoint; 1 when a loss became NaN/inf (or on a
+bug, with its traceback); 2 for a user error, in one line ``error: ...``
+(bad flag or config value, missing or damaged file or database, output
+directory that cannot be written or that another run is using). ``--debug``
+prints the traceback of any error.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from ..retrieval import TrainResult, dry_run, format_plan, options_parser, parse
 from ..retrieval.cli import run_command, setup_logging
 from ..retrieval.options import TrainOptions
 from .config import CONFIG_ALIASES, UniterData
-from .data import DbError
 from .plugin import UniterPlugin
 
 __all__ = ["main", "build_parser", "parse", "run", "print_plan"]
@@ -49,9 +51,13 @@ def build_parser():
                     "Run under torchrun for several processes (DDP).")
 
 
-def parse(argv: Sequence[str]) -> tuple[TrainOptions, UniterPlugin]:
-    """``argv`` as the run's options and plug-in: defaults < ``--config`` < ``--set`` < flags."""
-    parser = build_parser()
+def parse(argv: Sequence[str], parser=None) -> tuple[TrainOptions, UniterPlugin]:
+    """``argv`` as the run's options and plug-in: defaults < ``--config`` < ``--set`` < flags.
+
+    Every problem is a usage error (one line, exit status 2). ``parser``: the
+    :func:`build_parser` to use (it remembers ``--debug``).
+    """
+    parser = parser or build_parser()
     opts, data = parse_options(parser, argv, TrainOptions, UniterData, aliases=CONFIG_ALIASES)
     if not data.model_config:
         parser.error("no model config: pass --model-config (or set model_config in the config)")
@@ -68,7 +74,8 @@ def parse(argv: Sequence[str]) -> tuple[TrainOptions, UniterPlugin]:
 
 def run(argv: Sequence[str]) -> tuple[int, TrainResult | None]:
     """Parse ``argv`` and train; returns ``(exit status, result or None)``."""
-    opts, plugin = parse(argv)
+    parser = build_parser()
+    opts, plugin = parse(argv, parser)
     setup_logging()
     result: list[TrainResult] = []
 
@@ -79,7 +86,7 @@ def run(argv: Sequence[str]) -> tuple[int, TrainResult | None]:
         result.append(train(opts, plugin))
         return 0
 
-    status = run_command(body, user_errors=(DbError,))
+    status = run_command(body, debug=parser.debug)
     return status, (result[0] if result else None)
 
 

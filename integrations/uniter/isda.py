@@ -25,12 +25,15 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..entities import Annotation, ObjectGroups, Sentence, object_groups, parse_annotations, parse_sentences, \
-    tokenize_caption
-from ..retrieval.cli import run_command, setup_logging
+from ..entities import Annotation, ObjectGroups, Sentence, check_entities_dir, object_groups, parse_annotations, \
+    parse_sentences, tokenize_caption
+from ..retrieval import distributed
+from ..retrieval.cli import CommandParser, run_command, setup_logging, write_text
 from ..retrieval.isda import SURROGATES, isda_over_pairs
+from ..retrieval.objective import SetupError
+from ..retrieval.protocol import DataError
 from .cli import add_split_arguments, open_split
-from .data import DbError, ImgDb, TxtDb
+from .data import ImgDb, TxtDb
 
 __all__ = ["AnnotatedPair", "annotated_pairs", "isda_over_split", "load_tokenizer", "image_id", "main"]
 
@@ -39,7 +42,7 @@ def image_id(img_fname: str) -> str:
     """Flickr30k image id of an img_db key: ``flickr30k_1000092795.npz`` -> ``1000092795``."""
     m = re.search(r"(\d+)(?:\.\w+)?$", img_fname)
     if m is None:
-        raise ValueError(f"cannot read a Flickr30k image id from img_db key {img_fname!r}")
+        raise DataError(f"cannot read a Flickr30k image id from img_db key {img_fname!r}")
     return m.group(1)
 
 
@@ -104,8 +107,7 @@ def annotated_pairs(txt_db: TxtDb, img_db: ImgDb, entities: str, tokenizer: Any,
     WordPiece tokenisation equals its ``input_ids``. ``images`` restricts the
     pass to these img_db keys (or Flickr30k ids).
     """
-    if not os.path.isdir(os.path.join(entities, "Sentences")):
-        raise FileNotFoundError(f"no Sentences/ folder in the Flickr30k Entities directory {entities}")
+    check_entities_dir(entities)
     skipped = skipped if skipped is not None else Skipped()
     wanted = None if images is None else set(images)
     n = 0
@@ -149,16 +151,16 @@ def isda_over_split(model: torch.nn.Module, txt_db: TxtDb, img_db: ImgDb, entiti
     pairs = list(annotated_pairs(txt_db, img_db, entities, tokenizer, iou_threshold=iou_threshold, limit=limit,
                                  skipped=skipped))
     if not pairs:
-        raise ValueError(f"no caption of {txt_db.path} has an object present in both modalities "
+        raise SetupError(f"no caption of {txt_db.path} has an object present in both modalities "
                          f"(skipped: {skipped.counts})")
     result = isda_over_pairs(model, collate, pairs, batch_size=batch_size, device=device, progress=progress)
     return {**result, "skipped": skipped.counts, "iou_threshold": iou_threshold}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m integrations.uniter.isda",
-                                description="Mean ISDa (paper Eq. 9) of a UNITER checkpoint over a split, from "
-                                            "Flickr30k Entities annotations, with the IAIS surrogate losses.")
+def _parser() -> CommandParser:
+    p = CommandParser(prog="python -m integrations.uniter.isda",
+                      description="Mean ISDa (paper Eq. 9) of a UNITER checkpoint over a split, from Flickr30k "
+                                  "Entities annotations, with the IAIS surrogate losses.")
     add_split_arguments(p)
     p.add_argument("--entities", required=True, help="Flickr30k Entities directory (Sentences/, Annotations/)")
     p.add_argument("--vocab", required=True, help="WordPiece vocab.txt of the txt_db (bert-base-cased)")
@@ -170,7 +172,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, split) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = distributed.default_device(args.device)
+    check_entities_dir(args.entities)
     tokenizer = load_tokenizer(args.vocab)
     pairs = split.open()
     try:
@@ -189,9 +192,7 @@ def _run(args: argparse.Namespace, split) -> int:
     for mode, anchor in SURROGATES:
         print(f"  L_{mode[0]}({anchor}) {result[f'iais_{mode}_{anchor}']:.4f}", file=sys.stderr)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        write_text(args.output, text + "\n")
     return 0
 
 
@@ -200,9 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 < args.iou <= 1.0:
         parser.error(f"--iou must be in (0, 1], got {args.iou}")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be >= 1, got {args.limit}")
     split = open_split(args, parser)
     setup_logging()
-    return run_command(lambda: _run(args, split), user_errors=(DbError,))
+    return run_command(lambda: _run(args, split), debug=args.debug)
 
 
 if __name__ == "__main__":

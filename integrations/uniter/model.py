@@ -37,6 +37,7 @@ from transformers import BertConfig
 from transformers.models.bert.modeling_bert import (BertEmbeddings, BertIntermediate, BertOutput, BertPooler,
                                                     BertSelfOutput)
 
+from ..retrieval.checkpoint import read_state_dict
 from ..retrieval.protocol import RetrievalOutput
 from .config import UniterModelConfig
 from .data.collate import item_masks
@@ -377,22 +378,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     ``.safetensors`` files go through :mod:`safetensors`; anything else through
     ``torch.load(weights_only=True)`` (plain ``torch.save`` state dicts, as
-    released).
+    released). A file that cannot be read, or holds something else, is a
+    :class:`~integrations.retrieval.checkpoint.CheckpointError` naming it.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path, device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise TypeError(f"{path}: expected a state dict (str -> Tensor), got {type(state).__name__}"
-                        + (f" with keys {list(state)[:5]}" if isinstance(state, Mapping) else ""))
-    return dict(state)
+    return read_state_dict(path)
 
 
 def convert_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], LoadReport]:

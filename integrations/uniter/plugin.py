@@ -21,7 +21,7 @@ import torch
 from ..retrieval.objective import SetupError
 from ..retrieval.protocol import GroupInfo, Pairs
 from .config import UniterData, UniterModelConfig
-from .data import ImgDb, MissingRecordError, TxtDb, collate, collate_original_from_image
+from .data import CorruptRecordError, DbError, ImgDb, MissingRecordError, TxtDb, collate, collate_original_from_image
 from .model import UniterForRetrieval, build_model
 
 __all__ = ["UniterPairs", "UniterPlugin"]
@@ -46,7 +46,8 @@ class UniterPairs(Pairs):
         for s, (txt_db, img_db) in enumerate(self.sources):
             fnames = sorted({txt_db.txt2img[t] for t in txt_db.ids})
             if not fnames:
-                raise ValueError(f"txt_db {txt_db.path} holds no caption (after the max_txt_len filter)")
+                raise DbError(f"txt_db {txt_db.path} holds no caption (after the max_txt_len filter)",
+                              db_path=txt_db.path)
             for fname in fnames:
                 if fname not in img_db:
                     raise MissingRecordError(f"image {fname!r} (of txt_db {txt_db.path}) not in img_db {img_db.path}",
@@ -73,11 +74,13 @@ class UniterPairs(Pairs):
         tokens = txt_db.combine_inputs(txt_db.input_ids(txt_id))
         cfg = self.model_config
         if cfg is not None and int(tokens.max()) >= cfg.vocab_size:
-            raise ValueError(f"txt_db {txt_db.path}: caption {txt_id!r} has token id {int(tokens.max())} "
-                             f">= vocab_size {cfg.vocab_size} of the model config")
+            raise CorruptRecordError(f"txt_db {txt_db.path}: caption {txt_id!r} has token id {int(tokens.max())} "
+                                     f">= vocab_size {cfg.vocab_size} of the model config", db_path=txt_db.path,
+                                     key=txt_id)
         if cfg is not None and tokens.numel() > cfg.max_position_embeddings:
-            raise ValueError(f"txt_db {txt_db.path}: caption {txt_id!r} has {tokens.numel()} tokens with "
-                             f"[CLS]/[SEP], more than max_position_embeddings={cfg.max_position_embeddings}")
+            raise CorruptRecordError(f"txt_db {txt_db.path}: caption {txt_id!r} has {tokens.numel()} tokens with "
+                                     f"[CLS]/[SEP], more than max_position_embeddings={cfg.max_position_embeddings}",
+                                     db_path=txt_db.path, key=txt_id)
         return tokens
 
     def load_image(self, i: int):
@@ -140,7 +143,7 @@ class UniterPlugin:
         pairs = UniterPairs.open(self.data.train_txt_dbs, self.data.train_img_dbs, self.data,
                                  max_txt_len=self.data.max_txt_len, model_config=self.model_config,
                                  image_cache=image_cache)
-        self._img_dim = self._img_dim or int(pairs.image(0).features.shape[1])
+        self._check_width(pairs)
         return pairs
 
     def eval_pairs(self, split: str) -> UniterPairs | None:
@@ -150,8 +153,22 @@ class UniterPlugin:
     def open_split(self, txt_db: str, img_db: str) -> UniterPairs:
         """An evaluation split: every caption of ``txt_db`` with the images of ``img_db`` it refers to."""
         pairs = UniterPairs.open([txt_db], [img_db], self.data, model_config=self.model_config, image_cache=0)
-        self._img_dim = self._img_dim or int(pairs.image(0).features.shape[1])
+        self._check_width(pairs)
         return pairs
+
+    def _check_width(self, pairs: UniterPairs) -> None:
+        """Every img_db of ``pairs`` has the features the model takes: ``img_dim`` when set, else the width of
+        the first img_db opened, which the model then takes."""
+        for s, (_, img_db) in enumerate(pairs.sources):
+            width = int(pairs.image(pairs.source_images[s][0]).features.shape[1])
+            if self._img_dim is None:
+                self._img_dim = width
+            elif width != self._img_dim:
+                given = (f"img_dim {self._img_dim} (--img-dim, or img_dim in the config)" if self.data.img_dim
+                         else f"the {self._img_dim}-d features of the img_db opened first")
+                raise SetupError(f"img_db {img_db.path} holds {width}-d region features, but the model takes "
+                                 f"{given}; leave --img-dim unset to read the width from the img_db, or use img_dbs "
+                                 f"of one feature width")
 
     @property
     def img_dim(self) -> int:

@@ -15,22 +15,23 @@ import sys
 from typing import Sequence
 
 import numpy as np
-import torch
 
-from ..retrieval.cli import run_command, setup_logging
+from ..retrieval import distributed
+from ..retrieval.cli import CommandParser, run_command, setup_logging
 from ..retrieval.isda import object_attention
+from ..retrieval.objective import SetupError
 from ..retrieval.plotting import draw_object_attention
 from .cli import add_split_arguments, open_split
-from .data import DbError, collate
+from .data import collate
 from .isda import annotated_pairs, load_tokenizer
 
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m integrations.uniter.visualize",
-                                description="Draw object-level text/image self-attention heatmaps of one "
-                                            "image-caption pair for one or more checkpoints (paper Fig. 7).")
+def _parser() -> CommandParser:
+    p = CommandParser(prog="python -m integrations.uniter.visualize",
+                      description="Draw object-level text/image self-attention heatmaps of one image-caption pair "
+                                  "for one or more checkpoints (paper Fig. 7).")
     add_split_arguments(p, checkpoints="many")
     p.add_argument("--label", action="append", help="row title for each --checkpoint (same order)")
     p.add_argument("--entities", required=True, help="Flickr30k Entities directory")
@@ -49,12 +50,12 @@ def _find_pair(args: argparse.Namespace, pairs):
         if args.caption is None or candidate.txt_id == args.caption:
             return candidate
     what = f"image {args.image!r}" if args.image else "the split"
-    raise FileNotFoundError(f"no caption of {what} with objects in both modalities"
+    raise SetupError(f"no caption of {what} with objects in both modalities"
                             + (f" and id {args.caption!r}" if args.caption else ""))
 
 
 def _draw(args: argparse.Namespace, split, labels: list[str]) -> int:
-    device = torch.device(args.device or "cpu")
+    device = distributed.default_device(args.device or "cpu")
     pairs = split.open()
     try:
         pair = _find_pair(args, pairs)
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"give one --label per --checkpoint ({len(args.checkpoint)}), got {len(labels)}")
     split = open_split(args, parser)
     setup_logging()
-    return run_command(lambda: _draw(args, split, labels), user_errors=(DbError,))
+    return run_command(lambda: _draw(args, split, labels), debug=args.debug)
 
 
 if __name__ == "__main__":

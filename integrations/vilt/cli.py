@@ -5,29 +5,26 @@ engine's :func:`integrations.retrieval.options_parser`): the model settings
 (:class:`~.config.ViltSettings` or :class:`~.config.ViltData`), then the
 engine's ``TrainOptions`` (``finetune``) or the scoring settings
 (:class:`ScoreOptions`, ``evaluate``, ``isda``, ``winoground``) and the
-command's own. Every problem with them is a usage error (exit status 2).
+command's own. Every problem with them is a usage error: one line ``error:
+...``, exit status 2.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import torch
 
-from ..retrieval import options_parser, parse_options, runtime
-from ..retrieval.options import check_types
+from ..retrieval import distributed, options_parser, parse_options, runtime
+from ..retrieval.cli import check_outputs, write_text
+from ..retrieval.options import check_ranges, check_types
 from .config import ViltSettings
-from .data import DataFileError, ImageReadError
 from .plugin import ViltPlugin
 
-__all__ = ["ScoreOptions", "USER_ERRORS", "parse_command", "scoring_precision", "write_report", "device_of"]
-
-#: the plug-in's errors that are the user's to fix, next to the engine's
-USER_ERRORS = (DataFileError, ImageReadError)
+__all__ = ["ScoreOptions", "Command", "parse_command", "scoring_precision", "write_report", "device_of"]
 
 
 @dataclass
@@ -50,16 +47,24 @@ class ScoreOptions:
 
     def __post_init__(self) -> None:
         check_types(self)
-        if self.batch_size < 1:
-            raise ValueError(f"key 'batch_size' must be >= 1, got {self.batch_size}")
+        check_ranges(self, {"batch_size": ">= 1"})
+
+
+class Command(NamedTuple):
+    """A parsed command line: one instance per dataclass, the plug-in, and whether ``--debug`` was given."""
+
+    parsed: list
+    plugin: ViltPlugin
+    debug: bool
 
 
 def parse_command(argv: Sequence[str] | None, *classes: type, prog: str, description: str,
-                  needs: Sequence[str] = ()) -> tuple[list, ViltPlugin]:
+                  needs: Sequence[str] = ()) -> Command:
     """Parse ``argv`` into one instance per dataclass (the first one a :class:`ViltSettings`) and the plug-in.
 
     ``needs`` names fields that must be set. Exits with status 2
-    (``parser.error``) on any problem, a missing model included.
+    (``parser.error``) on any problem, a missing model included, and an
+    ``--output`` or ``--save-scores`` path that cannot be written.
     """
     if not (classes and issubclass(classes[0], ViltSettings)):
         raise TypeError("parse_command: the first dataclass must be ViltSettings or a subclass")
@@ -68,12 +73,13 @@ def parse_command(argv: Sequence[str] | None, *classes: type, prog: str, descrip
     for name in ("model", *needs):
         if not any(getattr(obj, name, None) for obj in parsed):
             parser.error(f"missing --{name.replace('_', '-')}")
-    settings = parsed[0]
+    check_outputs(parser, {f"--{name.replace('_', '-')}": getattr(obj, name) for obj in parsed
+                           for name in ("output", "save_scores") if hasattr(obj, name)})
     try:
-        plugin = ViltPlugin(settings)
+        plugin = ViltPlugin(parsed[0])
     except (OSError, ValueError) as err:
         parser.error(str(err))
-    return parsed, plugin
+    return Command(parsed, plugin, parser.debug)
 
 
 def scoring_precision(options: ScoreOptions, device: torch.device) -> tuple[str, torch.dtype | None]:
@@ -87,12 +93,10 @@ def write_report(report: dict, path: str | None) -> str:
     text = json.dumps(report, indent=2)
     print(text, flush=True)
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        write_text(path, text + "\n")
     return text
 
 
 def device_of(options: ScoreOptions) -> torch.device:
     """The device of a single-process scoring command."""
-    return torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return distributed.default_device(options.device)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..retrieval.options import check_types
+from ..retrieval.options import OptionError, check_ranges, check_types
 
 __all__ = ["ViltSettings", "ViltData"]
 
@@ -48,12 +48,8 @@ class ViltSettings:
 
     def __post_init__(self) -> None:
         check_types(self)
-        if self.max_text_len < 3:
-            raise ValueError(f"key 'max_text_len' must be >= 3 ([CLS], a word piece, [SEP]), got {self.max_text_len}")
-        if self.max_image_length is not None and self.max_image_length != -1 and self.max_image_length < 1:
-            raise ValueError(f"key 'max_image_length' must be -1 or >= 1, got {self.max_image_length}")
-        if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"key 'image_size' must be >= 1, got {self.image_size}")
+        # max_text_len: [CLS], a word piece, [SEP]
+        check_ranges(self, {"max_text_len": ">= 3", "max_image_length": ">= 1 or -1", "image_size": ">= 1"})
 
     @property
     def processor_path(self) -> str | None:
@@ -77,4 +73,4 @@ class ViltData(ViltSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.train_splits:
-            raise ValueError("key 'train_splits' must name at least one split")
+            raise OptionError("train_splits", "must name at least one split")

@@ -26,28 +26,18 @@ import numpy as np
 import torch
 
 from ..retrieval.options import read_json_object
-from ..retrieval.protocol import Pairs
+from ..retrieval.protocol import DataError, Pairs
 
 __all__ = ["KarpathyImage", "DataFileError", "ImageReadError", "read_karpathy", "open_image", "ViltPairs",
            "ViltCollate"]
 
 
-class DataFileError(ValueError):
+class DataFileError(DataError, ValueError):
     """A data file (a Karpathy split file, Winoground's examples) that cannot be used; the message says where."""
 
 
-class ImageReadError(ValueError):
-    """An image Pillow cannot read; the message names the file.
-
-    A ``DataLoader`` worker re-raises an error with the worker's whole
-    traceback as its message; only its last line, the original message, is
-    kept, so that a command still reports one line.
-    """
-
-    def __init__(self, message: str) -> None:
-        lines = [line for line in str(message).strip().splitlines() if line.strip()]
-        last = lines[-1] if lines else str(message)
-        super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1])
+class ImageReadError(DataError, ValueError):
+    """An image Pillow cannot read; the message names the file (one line, also from a data worker)."""
 
 
 @dataclass(frozen=True)

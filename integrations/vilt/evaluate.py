@@ -27,7 +27,7 @@ import torch
 from ..retrieval import compute_recalls, distributed, runtime, score_matrix
 from ..retrieval.cli import run_command, setup_logging
 from ..retrieval.objective import SetupError
-from .cli import USER_ERRORS, ScoreOptions, parse_command, scoring_precision, write_report
+from .cli import ScoreOptions, parse_command, scoring_precision, write_report
 from .config import ViltData
 from .plugin import ViltPlugin
 
@@ -72,13 +72,13 @@ def evaluate(plugin: ViltPlugin, options: ScoreOptions, which: EvalSplit) -> int
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    (data, options, which), plugin = parse_command(
+    (data, options, which), plugin, debug = parse_command(
         argv, ViltData, ScoreOptions, EvalSplit, prog="python -m integrations.vilt.evaluate",
         description="Full-ranking image-text retrieval evaluation of a Hugging Face ViLT (R@1/5/10 both ways and "
                     "RSUM) on a split of a Karpathy file. Run under torchrun to shard over processes.",
         needs=("karpathy_json", "image_root"))
     setup_logging()
-    return run_command(lambda: evaluate(plugin, options, which), user_errors=USER_ERRORS)
+    return run_command(lambda: evaluate(plugin, options, which), debug=debug)
 
 
 if __name__ == "__main__":

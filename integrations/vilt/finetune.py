@@ -16,8 +16,10 @@ flags override ``--set`` which overrides the ``--config`` file. See
 ``docs/vilt.md``.
 
 Exit status: 0 when the run finished or stopped on request with a
-checkpoint; 1 when a loss became NaN/inf; 2 for a usage error (bad flag,
-missing or unreadable file, output directory already used).
+checkpoint; 1 when a loss became NaN/inf (or on a bug, with its traceback);
+2 for a user error, in one line ``error: ...`` (bad flag or config value,
+missing or unreadable file, output directory that cannot be written or that
+another run is using). ``--debug`` prints the traceback of any error.
 """
 
 from __future__ import annotations
@@ -28,33 +30,37 @@ from typing import Sequence
 from ..retrieval import TrainResult, train
 from ..retrieval.cli import run_command, setup_logging
 from ..retrieval.options import TrainOptions
-from .cli import USER_ERRORS, parse_command
+from .cli import Command, parse_command
 from .config import ViltData
 from .plugin import ViltPlugin
 
 __all__ = ["main", "parse", "run"]
 
 
-def parse(argv: Sequence[str]) -> tuple[TrainOptions, ViltPlugin]:
-    """``argv`` as the run's options and plug-in: defaults < ``--config`` < ``--set`` < flags.
-
-    Every problem is a usage error (exit status 2).
-    """
-    (_, opts), plugin = parse_command(
+def _command(argv: Sequence[str]) -> Command:
+    return parse_command(
         argv, ViltData, TrainOptions, prog="python -m integrations.vilt.finetune",
         description="Hard-negative image-text retrieval fine-tuning of a Hugging Face ViLT with the IAIS "
                     "relation-alignment regularizer (Ren et al., ACL 2021) on a Karpathy split file and an image "
                     "folder. Run under torchrun for several processes (DDP).",
         needs=("karpathy_json", "image_root", "output_dir"))
+
+
+def parse(argv: Sequence[str]) -> tuple[TrainOptions, ViltPlugin]:
+    """``argv`` as the run's options and plug-in: defaults < ``--config`` < ``--set`` < flags.
+
+    Every problem is a usage error (one line, exit status 2).
+    """
+    (_, opts), plugin, _ = _command(argv)
     return opts, plugin
 
 
 def run(argv: Sequence[str]) -> tuple[int, TrainResult | None]:
     """Parse ``argv`` and train; ``(exit status, result or None)``."""
-    opts, plugin = parse(argv)
+    (_, opts), plugin, debug = _command(argv)
     setup_logging()
     results: list[TrainResult] = []
-    status = run_command(lambda: results.append(train(opts, plugin)) or 0, user_errors=USER_ERRORS)
+    status = run_command(lambda: results.append(train(opts, plugin)) or 0, debug=debug)
     return status, (results[0] if results else None)
 
 

@@ -34,13 +34,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..entities import FlickrEntitiesFileNotFoundError, parse_annotations, parse_sentences, phrase_token_positions, \
-    tokenize_caption
+from ..entities import FlickrEntitiesFileNotFoundError, check_entities_dir, parse_annotations, parse_sentences, \
+    phrase_token_positions, tokenize_caption
 from ..retrieval.cli import run_command, setup_logging
 from ..retrieval.isda import SURROGATES, ObjectPair, isda_over_pairs
 from ..retrieval.objective import SetupError
-from ..retrieval.options import check_types
-from .cli import USER_ERRORS, ScoreOptions, device_of, parse_command, write_report
+from ..retrieval.options import check_ranges, check_types
+from .cli import ScoreOptions, device_of, parse_command, write_report
 from .config import ViltData
 from .data import ViltPairs
 from .plugin import ViltPlugin
@@ -62,8 +62,7 @@ class IsdaOptions:
 
     def __post_init__(self) -> None:
         check_types(self)
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"key 'limit' must be >= 1, got {self.limit}")
+        check_ranges(self, {"limit": ">= 1"})
 
 
 def patch_grid(height: int, width: int, patch_size: int) -> tuple[int, int]:
@@ -129,8 +128,7 @@ def _caption_objects(ids: list[int], sentences: list, annotation: Any, tokenizer
 def annotated_pairs(plugin: ViltPlugin, pairs: ViltPairs, entities: str, *, skipped: Counter,
                     limit: int | None = None) -> Iterator[ObjectPair]:
     """The captions of ``pairs`` with objects in both modalities, as the engine's :class:`ObjectPair`."""
-    if not os.path.isdir(os.path.join(entities, "Sentences")):
-        raise FileNotFoundError(f"no Sentences/ folder in the Flickr30k Entities directory {entities}")
+    check_entities_dir(entities)
     tokenizer, n = plugin.processor.tokenizer, 0
     for i, entry in enumerate(pairs.entries):
         stem = os.path.splitext(os.path.basename(entry.path))[0]
@@ -168,6 +166,7 @@ def isda_over_split(model: torch.nn.Module, plugin: ViltPlugin, pairs: ViltPairs
 
 def _run(plugin: ViltPlugin, options: ScoreOptions, isda: IsdaOptions) -> int:
     device = device_of(options)
+    check_entities_dir(isda.entities)
     pairs = plugin.eval_pairs(isda.split)
     if pairs is None:
         raise SetupError(f"{plugin.data.karpathy_json} has no image in split {isda.split!r}")
@@ -185,13 +184,13 @@ def _run(plugin: ViltPlugin, options: ScoreOptions, isda: IsdaOptions) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    (_, options, isda), plugin = parse_command(
+    (_, options, isda), plugin, debug = parse_command(
         argv, ViltData, ScoreOptions, IsdaOptions, prog="python -m integrations.vilt.isda",
         description="Mean ISDa (paper Eq. 9) of a Hugging Face ViLT over a split of a Karpathy file, from "
                     "Flickr30k Entities annotations (objects mapped to the patches whose centre lies in their "
                     "boxes), with the IAIS surrogate losses.", needs=("karpathy_json", "image_root", "entities"))
     setup_logging()
-    return run_command(lambda: _run(plugin, options, isda), user_errors=USER_ERRORS)
+    return run_command(lambda: _run(plugin, options, isda), debug=debug)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Any
 
 import torch
@@ -40,7 +39,7 @@ from torch import nn
 
 from iaisreg.torch import ScoreCapture
 
-from ..retrieval.checkpoint import CheckpointError
+from ..retrieval.checkpoint import CheckpointError, read_state_dict
 from ..retrieval.protocol import RetrievalOutput
 
 __all__ = ["ViltRetrieval", "item_masks", "load_vilt", "load_weights", "first_line"]
@@ -180,16 +179,10 @@ def load_weights(model: ViltRetrieval, path: str) -> None:
 
     Accepts the weights a fine-tuning run saves (``model.``-prefixed) and a
     bare ``ViltForImageAndTextRetrieval`` state dict; every key must match
-    (``CheckpointError`` naming the file otherwise).
+    (``CheckpointError`` naming the file otherwise, also for a file that
+    cannot be read: :func:`~integrations.retrieval.checkpoint.read_state_dict`).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state_dict(path)
     target = model if all(k.startswith("model.") for k in state) else model.model
     try:
         target.load_state_dict(state)

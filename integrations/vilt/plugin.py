@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
 from ..retrieval.objective import SetupError
@@ -41,6 +42,12 @@ def model_config(path: str) -> Any:
         raise FileNotFoundError(f"cannot load a ViLT config from {path!r}: {first_line(err)}") from None
 
 
+def _missing_folder(path: str) -> bool:
+    """Whether ``path`` names a local folder (not a hub id ``owner/name``) that does not exist."""
+    local = os.path.isabs(path) or path.startswith(("./", "../", "~")) or path.count("/") > 1
+    return local and not os.path.isdir(os.path.expanduser(path))
+
+
 class ViltPlugin:
     """ViLT's splits, model and batches for :func:`integrations.retrieval.train` and the commands.
 
@@ -55,12 +62,16 @@ class ViltPlugin:
     def __init__(self, data: ViltSettings) -> None:
         if not data.model:
             raise ValueError("no model: pass --model (a ViLT directory or hub id)")
+        for flag, path in (("--model", data.model), ("--processor", data.processor)):
+            if path and _missing_folder(path):
+                raise FileNotFoundError(f"{flag} {path}: no such directory (a local model is a folder written by "
+                                        f"save_pretrained; a hub id reads owner/name)")
         self.data = data
         self.config = model_config(data.model)
         self.processor = load_processor(data.processor_path)
         if data.max_text_len > self.config.max_position_embeddings:
-            raise ValueError(f"max_text_len {data.max_text_len} exceeds the model's max_position_embeddings "
-                             f"{self.config.max_position_embeddings}")
+            raise ValueError(f"--max-text-len {data.max_text_len} (max_text_len) exceeds the model's "
+                             f"max_position_embeddings {self.config.max_position_embeddings}")
         self.collate = ViltCollate(self.processor, max_text_len=data.max_text_len)
         self.entries = None
         if isinstance(data, ViltData) and data.karpathy_json:

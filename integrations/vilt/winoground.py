@@ -35,7 +35,7 @@ import torch
 
 from ..retrieval.cli import run_command, setup_logging
 from ..retrieval.mining import collate_pairs, to_device
-from .cli import USER_ERRORS, ScoreOptions, device_of, parse_command, scoring_precision, write_report
+from .cli import ScoreOptions, device_of, parse_command, scoring_precision, write_report
 from .config import ViltSettings
 from .data import DataFileError, KarpathyImage, ViltPairs
 from .plugin import ViltPlugin
@@ -180,12 +180,12 @@ def _run(plugin: ViltPlugin, options: ScoreOptions, data_dir: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    (_, options, wino), plugin = parse_command(
+    (_, options, wino), plugin, debug = parse_command(
         argv, ViltSettings, ScoreOptions, WinogroundOptions, prog="python -m integrations.vilt.winoground",
         description="Winoground text, image and group scores of a Hugging Face ViLT retrieval model.",
         needs=("data",))
     setup_logging()
-    return run_command(lambda: _run(plugin, options, wino.data), user_errors=USER_ERRORS)
+    return run_command(lambda: _run(plugin, options, wino.data), debug=debug)
 
 
 if __name__ == "__main__":

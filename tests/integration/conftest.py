@@ -8,7 +8,9 @@ import json
 import pytest
 import torch
 
+from integrations.uniter.config import UniterModelConfig
 from integrations.uniter.data.synthetic import make_retrieval_dbs
+from integrations.uniter.model import UniterForRetrieval
 
 from . import helpers as H
 
@@ -51,11 +53,14 @@ def model_files(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data(tmp_path_factory):
-    """Training sets of the fine-tuning tests (16-d features) and their model config.
+    """Training sets of the fine-tuning tests (16-d features), their model config and weights.
 
     ``small``: 5 images x 1 caption (a fixed set a tiny model can fit in a
     few dozen steps); ``multi``: 12 images x 3 captions (3-8 regions, 2-8
-    word pieces), also used as the val/test split.
+    word pieces), also used as the val/test split; ``weights``: random
+    weights of the model; ``config``: a training config with the databases'
+    detector setting, the model config and ``inf_minibatch_size`` 16 (no
+    databases).
     """
     root = tmp_path_factory.mktemp("ft_data")
     common = dict(vocab_size=H.FT_VOCAB, img_dim=H.FT_IMG_DIM, **H.SETTING)
@@ -65,7 +70,14 @@ def data(tmp_path_factory):
                                boxes=(3, 8), seed=1, **common)
     config = root / "uniter-tiny.json"
     config.write_text(json.dumps(H.FT_MODEL))
-    return {"small": small, "multi": multi, "model_config": str(config)}
+    torch.manual_seed(0)
+    weights = root / "weights.pt"
+    model = UniterForRetrieval(UniterModelConfig.from_dict(H.FT_MODEL), img_dim=H.FT_IMG_DIM)
+    torch.save(model.state_dict(), weights)
+    setting = root / "setting.json"
+    setting.write_text(json.dumps({**H.SETTING, "model_config": str(config), "inf_minibatch_size": 16}))
+    return {"small": small, "multi": multi, "model_config": str(config), "weights": str(weights),
+            "config": str(setting)}
 
 
 @pytest.fixture(autouse=True)

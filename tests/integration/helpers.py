@@ -200,3 +200,19 @@ def brute_force_isda(probs_head_mean_text: np.ndarray, probs_head_mean_img: np.n
 
     a, b = obj(probs_head_mean_text, tgroups), obj(probs_head_mean_img, igroups)
     return float(np.sum(a * np.log(a / b) + b * np.log(b / a)))
+
+
+def run_commands(cases: list[tuple[str, list[str]]], *, timeout: float = 900) -> list[dict]:
+    """Run ``(module, argv)`` command lines, each in a process of its own, after importing once
+    (:mod:`.command_runner`); ``[{"status", "stdout", "stderr"}, ...]`` in order (status ``-S``: killed by
+    signal ``S``)."""
+    payload = json.dumps([{"module": module, "argv": [str(a) for a in argv]} for module, argv in cases])
+    proc = subprocess.run([sys.executable, "-m", "tests.integration.command_runner"], input=payload, cwd=REPO_ROOT,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that are not log records (``<time> [rank N] LEVEL ...``)."""
+    return [line for line in stderr.splitlines() if line.strip() and " [rank " not in line[:40]]

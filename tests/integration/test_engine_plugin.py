@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from integrations.retrieval import compute_recalls, score_matrix, train
+from integrations.retrieval.evaluation import NonFiniteScoreError
 
 from .toy_plugin import ToyMatcher, ToyPlugin, toy_collate, toy_options
 
@@ -93,3 +94,11 @@ def test_logging_every_few_steps_gives_the_same_records_with_fewer_synchronisati
     assert flushes == [[1, 2, 3], [4, 5, 6], [7]]
     keys = ("step", "loss", "rank_loss", "iais_loss", "iais_image", "iais_text", "lambda", "lr", "grad_norm")
     assert [{k: r[k] for k in keys} for r in grouped.history] == [{k: r[k] for k in keys} for r in every.history]
+
+
+def test_a_nan_score_names_its_caption_and_image():
+    pairs = ToyPlugin().eval_pairs("test")
+    pairs.features[3][1, 2] = float("nan")  # image 'i3'
+    with pytest.raises(NonFiniteScoreError, match=r"caption 'c0' with image 'i3' as NaN \(12 of 72 pairs, 1 of 6 "
+                                                  r"images\)"):
+        score_matrix(ToyMatcher(), pairs, toy_collate, progress=False)

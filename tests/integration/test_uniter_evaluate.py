@@ -170,3 +170,42 @@ def test_torchrun_two_processes_equal_one(dbs, model_files, tmp_path):
     assert two["metrics"] == one["metrics"]
     assert s1["img_fnames"] == s2["img_fnames"] and s1["txt_ids"] == s2["txt_ids"]
     torch.testing.assert_close(s2["scores"], s1["scores"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["fine-tuned", "pre-trained"])
+def test_evaluates_the_demo_checkpoints_on_64_d_features(tmp_path, capsys, layout):
+    """The built-in demo's model (64-d region features): the width comes from the img_db, not 2048."""
+    import numpy as np
+
+    from integrations.retrieval.checkpoint import save_weights
+    from integrations.uniter import demo
+    from integrations.uniter.config import UniterModelConfig
+    from integrations.uniter.data import write_img_db, write_txt_db
+    from integrations.uniter.data.synthetic import random_image_record
+    from integrations.uniter.model import UniterForRetrieval
+
+    rng = np.random.default_rng(0)
+    images = {f"scene_{i}.npz": random_image_record(rng, 4, demo.IMG_DIM) for i in range(4)}
+    captions = {str(c): {"input_ids": rng.integers(5, len(demo.VOCAB), 6).tolist(), "img_fname": f"scene_{c // 2}.npz"}
+                for c in range(8)}
+    write_txt_db(tmp_path / "txt.db", captions, demo.META)
+    write_img_db(tmp_path / "img", images, **demo.SETTING)
+    (tmp_path / "demo.json").write_text(json.dumps(demo.MODEL_CONFIG))
+    (tmp_path / "train.json").write_text(json.dumps({**demo.SETTING, "model_config": str(tmp_path / "demo.json")}))
+    torch.manual_seed(0)
+    model = UniterForRetrieval(UniterModelConfig.from_dict(demo.MODEL_CONFIG), img_dim=demo.IMG_DIM).eval()
+    if layout == "fine-tuned":  # what finetune writes: model_step_<N>_final.pt
+        checkpoint = save_weights(model, str(tmp_path), "3_final")
+    else:  # what the demo's ITM pre-training writes: the released layout, without rank_output
+        checkpoint = str(tmp_path / "pretrained.pt")
+        torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("rank_output.")}, checkpoint)
+        model.init_rank_output_from_itm()
+    assert main(["--config", str(tmp_path / "train.json"), "--txt-db", str(tmp_path / "txt.db"), "--img-db",
+                 str(tmp_path / "img"), "--checkpoint", checkpoint, "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    pairs = UniterPairs([(TxtDb(str(tmp_path / "txt.db")), ImgDb(str(tmp_path / "img"), **demo.SETTING))],
+                        image_cache=0)
+    expected = evaluate_retrieval(model, pairs, collate, progress=False)
+    assert report["n_captions"] == 8 and report["n_images"] == 4
+    for key in RECALL_KEYS:
+        assert report["metrics"][key] == pytest.approx(expected[key]), key

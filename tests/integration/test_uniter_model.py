@@ -9,6 +9,7 @@ import pytest
 import torch
 from . import helpers as H
 
+from integrations.retrieval.checkpoint import CheckpointError
 from integrations.uniter.data import collate_pairs
 from integrations.uniter.model import (UniterForRetrieval, build_model, convert_state_dict, load_checkpoint,
                                        read_checkpoint)
@@ -99,10 +100,15 @@ def test_shape_mismatch_and_bad_files(model_files, tmp_path):
     with pytest.raises(ValueError, match=r"intermediate\.dense\.weight.*\(64, 32\)"):
         load_checkpoint(UniterForRetrieval(cfg), model_files["finetuned"])
     torch.save({"model": {"a": torch.zeros(1)}, "step": 3}, tmp_path / "wrapped.pt")
-    with pytest.raises(TypeError, match="state dict"):
+    with pytest.raises(CheckpointError, match="wrapped.pt: expected a state dict"):
         read_checkpoint(tmp_path / "wrapped.pt")
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         read_checkpoint(tmp_path / "nope.pt")
+    raw = open(model_files["finetuned"], "rb").read()
+    for name, content in (("empty.pt", b""), ("cut.pt", raw[: len(raw) // 2]), ("cut.safetensors", b"\x10\x00")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match=f"cannot read checkpoint .*{name}"):
+            read_checkpoint(tmp_path / name)
 
 
 def test_convert_state_dict_renames_only_layernorm_leaves():

@@ -117,7 +117,12 @@ def test_a_missing_image_or_file_is_a_usage_error(vilt_world, tmp_path, capsys):
     assert exit_.value.code == 2 and "Karpathy split file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         evaluate.main(_eval_args({**world, "model": str(tmp_path / "no-model")}))
-    assert exit_.value.code == 2 and "cannot load a ViLT config from" in capsys.readouterr().err
+    assert exit_.value.code == 2 and f"error: --model {tmp_path}/no-model: no such directory" in \
+        capsys.readouterr().err
+    (tmp_path / "not-vilt").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(_eval_args({**world, "model": str(tmp_path / "not-vilt")}))
+    assert exit_.value.code == 2 and "error: cannot load a Vilt" in capsys.readouterr().err  # config or processor
 
 
 def test_image_read_error_keeps_the_original_message_of_a_worker_traceback():

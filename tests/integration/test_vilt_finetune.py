@@ -182,8 +182,8 @@ def test_usage_errors_exit_with_status_2(vilt_world, tmp_path, capsys):
         assert exit_.value.code == 2 and message in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         finetune.main(train_args(vilt_world, tmp_path, max_text_len=41))
-    assert exit_.value.code == 2 and "max_text_len 41 exceeds the model's max_position_embeddings 16" in \
-        capsys.readouterr().err
+    assert exit_.value.code == 2 and "--max-text-len 41 (max_text_len) exceeds the model's max_position_embeddings " \
+        "16" in capsys.readouterr().err
     assert finetune.main(train_args(vilt_world, tmp_path, train_splits="nosuch")) == 2
     assert "error: " in capsys.readouterr().err
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-__all__ = ["DbError", "MissingRecordError", "CorruptRecordError"]
+from ...retrieval.protocol import DataError
+
+__all__ = ["DbError", "MissingRecordError", "CorruptRecordError", "DamagedDbError"]
 
 
-class DbError(Exception):
+class DbError(DataError):
     """A txt_db or img_db could not serve a record.
 
     Attributes:
-        db_path: the database (directory or LMDB) that was read.
+        db_path: the database (directory or LMDB) that was read (None when
+            re-raised from a data worker).
         key: the record key (caption id, image file name or side-file key).
     """
 
-    def __init__(self, message: str, *, db_path: str, key: str | None = None) -> None:
+    def __init__(self, message: str, *, db_path: str | None = None, key: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = self.args[0]
         self.db_path = db_path
         self.key = key
 
@@ -29,3 +32,7 @@ class MissingRecordError(DbError, KeyError):
 
 class CorruptRecordError(DbError, ValueError):
     """The record exists but cannot be decoded, or its content is inconsistent."""
+
+
+class DamagedDbError(DbError):
+    """An LMDB environment that cannot be read safely: cut short, or not an LMDB at all."""

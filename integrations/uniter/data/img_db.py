@@ -230,7 +230,8 @@ class ImgDb:
                 f"{type(err).__name__}: {err}", db_path=self.lmdb_path, key=fname) from err
 
     def __getitem__(self, fname: str) -> RegionFeatures:
-        """The first ``num_bb(fname)`` regions of ``fname`` as float32 tensors."""
+        """The first ``num_bb(fname)`` regions of ``fname`` as float32 tensors; a NaN or inf in them is a
+        :class:`CorruptRecordError` naming the image."""
         nbb = self.num_bb(fname)
         record = self.raw(fname)
         feat, bb = record["features"], record["norm_bb"]
@@ -241,6 +242,12 @@ class ImgDb:
                 db_path=self.lmdb_path, key=fname)
         features = torch.from_numpy(feat[:nbb].astype(np.float32))
         boxes = box_features(torch.from_numpy(bb[:nbb].astype(np.float32)))
+        for name, values in (("features", features), ("norm_bb", boxes)):
+            if not bool(torch.isfinite(values).all()):
+                raise CorruptRecordError(
+                    f"image {fname!r} of img_db LMDB {self.lmdb_path}: its {name} hold "
+                    f"{int((~torch.isfinite(values)).sum())} NaN/inf value(s); extract its features again",
+                    db_path=self.lmdb_path, key=fname)
         return RegionFeatures(features, boxes)
 
     def close(self) -> None:
