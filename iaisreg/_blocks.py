@@ -11,9 +11,10 @@ import numbers
 from typing import Any, NamedTuple
 
 from ._divergence import safe_log
-from ._namespace import get_namespace, is_host_concrete
-from ._ops import column_bias, device_of, masked_log_softmax, softmax
-from ._validate import check_int, dtype_name, shape_of
+from ._namespace import as_array, get_namespace, is_host_concrete
+from ._ops import column_bias, device_of, masked_log_softmax, sizes, softmax
+from ._validate import check_int, dtype_name, known, matches, shape_of, show
+from ._values import check_spans
 
 __all__ = ["Items", "Spans", "resolve_items", "masks_from_lengths", "ColumnBlock", "block_softmax", "widen"]
 
@@ -35,9 +36,10 @@ class Spans(NamedTuple):
 
 
 def _as_bool_mask(x: Any, *, name: str, b: int, n: int, xp: Any, dev: Any, func: str) -> Any:
+    x = as_array(x, xp=xp, dev=dev, name=name, func=func)
     shape = shape_of(x)
-    if shape not in ((b, n), (n,)):
-        raise ValueError(f"{func}: argument {name!r} must have shape ({b}, {n}) or ({n},); got {shape}")
+    if not matches(shape, (b, n), (n,)):
+        raise ValueError(f"{func}: argument {name!r} must have shape {show((b, n))} or {show((n,))}; got {shape}")
     dt = x.dtype
     if dt == xp.bool:
         m = x
@@ -48,15 +50,16 @@ def _as_bool_mask(x: Any, *, name: str, b: int, n: int, xp: Any, dev: Any, func:
             f"{func}: argument {name!r} must be a boolean or 0/1 integer mask; got dtype {dtype_name(dt)} "
             "(additive float masks are not accepted: pass which positions are valid)"
         )
-    if shape == (n,):
+    if len(shape) == 1:
         m = xp.broadcast_to(m[None, :], (b, n))
     return m
 
 
-def _as_lengths(x: Any, *, name: str, b: int, xp: Any, func: str) -> Any:
+def _as_lengths(x: Any, *, name: str, b: int, xp: Any, dev: Any, func: str) -> Any:
+    x = as_array(x, xp=xp, dev=dev, name=name, func=func)
     shape = shape_of(x)
-    if shape != (b,):
-        raise ValueError(f"{func}: argument {name!r} must be an int or an integer array of shape ({b},); got shape {shape}")
+    if not matches(shape, (b,)):
+        raise ValueError(f"{func}: argument {name!r} must be an int or an integer array of shape {show((b,))}; got shape {shape}")
     if not xp.isdtype(x.dtype, "integral"):
         raise TypeError(f"{func}: argument {name!r} must have an integer dtype; got {dtype_name(x.dtype)}")
     return x
@@ -92,7 +95,7 @@ def masks_from_lengths(
         masks_from_lengths(N, txt_lens - 2, num_bbs, text_start=1, image_start=txt_lens)
 
     >>> import numpy as np
-    >>> t, v = masks_from_lengths(6, np.array([2, 1]), np.array([2, 3]), text_start=1, image_start=4)
+    >>> t, v = masks_from_lengths(6, np.array([2, 1]), np.array([2, 2]), text_start=1, image_start=4)
     >>> t.astype(int).tolist(), v.astype(int).tolist()
     ([[0, 1, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0]], [[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1]])
     """
@@ -102,19 +105,22 @@ def masks_from_lengths(
     if not arrays:
         raise TypeError(f"{func}: at least one of 'text_lengths'/'image_lengths' must be an array of shape (B,)")
     xp = get_namespace(*arrays, xp=xp)
-    b = shape_of(arrays[0])[0]
+    b = sizes(arrays[0])[0]
     dev = device_of(arrays[0], xp)
     pos = _positions(n, xp, dev)
 
     def col(v: Any, name: str) -> Any:
         if isinstance(v, numbers.Integral) and not isinstance(v, bool):
             return v
-        return xp.astype(_as_lengths(v, name=name, b=b, xp=xp, func=func), pos.dtype)[:, None]
+        return xp.astype(_as_lengths(v, name=name, b=b, xp=xp, dev=dev, func=func), pos.dtype)[:, None]
 
     ts = col(text_start, "text_start")
     tl = col(text_lengths, "text_lengths")
     il = col(image_lengths, "image_lengths")
     is_ = ts + tl if image_start is None else col(image_start, "image_start")
+    check_spans(n, [("text_start", ts, "text_lengths", tl),
+                    ("image_start" if image_start is not None else "text_start + text_lengths", is_,
+                     "image_lengths", il)], xp, func=func)
     text = (pos >= ts) & (pos < ts + tl)
     image = (pos >= is_) & (pos < is_ + il)
     text = xp.broadcast_to(text, (b, n))
@@ -163,7 +169,7 @@ def resolve_items(
         elif isinstance(n_text, (bool, float, str)) or not hasattr(n_text, "shape"):
             raise TypeError(f"{func}: argument 'n_text' must be an int or an integer array of shape ({b},); got {type(n_text).__name__} {n_text!r}")
         else:
-            lens = _as_lengths(n_text, name="n_text", b=b, xp=xp, func=func)
+            lens = _as_lengths(n_text, name="n_text", b=b, xp=xp, dev=dev, func=func)
             if is_host_concrete(lens):
                 import numpy as np
 
@@ -198,7 +204,7 @@ def resolve_items(
         image = image & valid
     if isinstance(n_text, numbers.Integral) and not isinstance(n_text, bool):
         text_span = (0, int(n_text)) if text_span is None else text_span
-        image_span = (int(n_text), n) if image_span is None else image_span
+        image_span = (int(n_text), n) if image_span is None and known(n) is not None else image_span
     spans = []
     for name, span, mask in (("text_span", text_span, text), ("image_span", image_span, image)):
         if span is not None:
@@ -206,7 +212,7 @@ def resolve_items(
                     or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in span)):
                 raise TypeError(f"{func}: argument {name!r} must be a pair of ints (lo, hi); got {span!r}")
             lo, hi = int(span[0]), int(span[1])
-            if not 0 <= lo <= hi <= n:
+            if not 0 <= lo <= hi or (known(n) is not None and hi > n):
                 raise ValueError(f"{func}: argument {name!r} must satisfy 0 <= lo <= hi <= {n}; got {span!r}")
             span = (lo, hi) if hi > lo else None  # an empty span: no item at all; use the full width
             if span is not None and is_host_concrete(mask):

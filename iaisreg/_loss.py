@@ -13,6 +13,7 @@ from ._namespace import compute_dtype, get_namespace
 from ._ops import device_of
 from ._options import resolve_options, takes_options
 from ._validate import check_scores
+from ._values import check_probabilities
 
 __all__ = ["iais", "singular_loss", "distributed_loss"]
 
@@ -179,6 +180,8 @@ def iais(
         b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask, attention_mask=attention_mask,
         xp=xp, dev=dev, func=func, check_overlap=check_overlap, text_span=text_span, image_span=image_span,
     )
+    if opts["inputs"] == "probs":
+        check_probabilities(attn, items.text, items.image, xp, func=func)
     s = xp.astype(attn, dt)
     if s.ndim == 3:
         s = s[:, None, :, :]

@@ -6,9 +6,9 @@ One registry, :data:`FRAMEWORKS`, holds for PyTorch, JAX and TensorFlow the
 same four things: how to recognise the framework's arrays and its namespace,
 a private namespace when array-api-compat does not cover it (TensorFlow), and
 a table of native ops (``softmax``, ``log_softmax``, ``take_along_axis``,
-``device``, ``host_concrete``; any may be missing). A framework is consulted
-only when it is already in ``sys.modules`` (otherwise no array of it can
-exist), so importing :mod:`iaisreg` never imports one.
+``device``, ``host_concrete``, ``dynamic_shape``; any may be missing). A
+framework is consulted only when it is already in ``sys.modules`` (otherwise
+no array of it can exist), so importing :mod:`iaisreg` never imports one.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from typing import Any, Callable, NamedTuple
 
 import array_api_compat
 
-__all__ = ["FRAMEWORKS", "framework_of_array", "private_namespace", "native", "device_of", "softmax",
-           "log_softmax", "masked_log_softmax", "take_along_axis", "column_bias"]
+__all__ = ["FRAMEWORKS", "framework_of_array", "framework_of_namespace", "private_namespace", "native", "device_of",
+           "sizes", "softmax", "log_softmax", "masked_log_softmax", "take_along_axis", "column_bias"]
 
 
 class Framework(NamedTuple):
@@ -75,6 +75,8 @@ def _tf_ops(tf: Any) -> dict:
         "log_softmax": lambda x, axis: tf.nn.log_softmax(x, axis=axis),
         # "" for symbolic tensors inside tf.function, where TensorFlow's placer decides
         "device": lambda x: getattr(x, "device", "") or "",
+        # the sizes a traced tensor's static shape leaves unknown (None)
+        "dynamic_shape": lambda x: tf.shape(x, out_type=tf.int64),
         "host_concrete": lambda x: tf.executing_eagerly() and "CPU" in (x.device or "CPU").upper(),
     }
 
@@ -107,6 +109,15 @@ def framework_of_array(x: Any) -> str | None:
     return None
 
 
+def framework_of_namespace(xp: Any) -> str | None:
+    """The registry name of the framework ``xp`` is the namespace of, or None
+    (NumPy, array-API-only libraries)."""
+    for name, fw in FRAMEWORKS.items():
+        if fw.module in sys.modules and fw.is_namespace(xp):
+            return name
+    return None
+
+
 def private_namespace(x: Any) -> Any:
     """The private namespace of ``x``'s framework (TensorFlow), or None."""
     name = framework_of_array(x)
@@ -128,9 +139,27 @@ def native(name: str, *, xp: Any = None, array: Any = None) -> Callable | None:
 
 
 def device_of(x: Any, xp: Any) -> Any:
-    """The device of ``x``, in the form ``xp``'s creation functions take."""
+    """The device of ``x``, in the form ``xp``'s creation functions take
+    (``None``, the default device, for a NumPy array given to a framework)."""
     fn = native("device", xp=xp)
-    return fn(x) if fn is not None else array_api_compat.device(x)
+    if fn is not None:
+        return fn(x)
+    if type(x).__module__.startswith("numpy") and framework_of_namespace(xp) is not None:
+        return None
+    return array_api_compat.device(x)
+
+
+def sizes(x: Any) -> tuple:
+    """``x``'s shape, each size usable in shape arguments (``reshape``,
+    ``broadcast_to``, ``arange``): a Python int where the size is known, else
+    what the framework gives while tracing (a symbolic size in
+    ``torch.compile``, a scalar tensor for a ``None`` dimension in
+    ``tf.function``)."""
+    shape = tuple(x.shape)
+    if all(d is not None for d in shape):
+        return shape
+    dynamic = native("dynamic_shape", array=x)(x)
+    return tuple(dynamic[i] if d is None else d for i, d in enumerate(shape))
 
 
 def softmax(x: Any, xp: Any, axis: int = -1) -> Any:
@@ -168,7 +197,7 @@ def column_bias(cols: Any, dtype: Any, xp: Any) -> Any:
     """``0`` on the columns in ``cols``, a huge negative number elsewhere:
     ``softmax(s + column_bias(cols))`` is the row softmax over those columns
     only (exact: the other terms are exactly 0)."""
-    zero = xp.zeros(cols.shape, dtype=dtype, device=device_of(cols, xp))
+    zero = xp.zeros(sizes(cols), dtype=dtype, device=device_of(cols, xp))
     return xp.where(cols, zero, xp.asarray(_MASK_VALUE, dtype=dtype, device=device_of(cols, xp)))
 
 
