@@ -24,6 +24,7 @@ __all__ = [
     "FrameworkSchedule", "SCHEDULES",
 ]
 
+#: the schedule names :func:`get_schedule` accepts
 SCHEDULES = ("exp", "linear", "log", "constant")
 
 

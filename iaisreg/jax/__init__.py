@@ -40,6 +40,7 @@ __all__ = [
     "lambda_schedule", "STATIC_ARGNAMES", "xp",
 ]
 
+#: the array namespace the core runs on for ``jax.Array`` (``jax.numpy``)
 xp = jnp
 
 #: the arguments of :func:`iais` that must be static under ``jax.jit``

@@ -35,6 +35,7 @@ __all__ = [
     "lambda_schedule", "xp",
 ]
 
+#: the array namespace the core runs on for ``tf.Tensor`` (:mod:`iaisreg.tf._namespace`)
 xp = _namespace
 
 _KERAS = ("IAISLoss", "LambdaSchedule", "IAISStepCallback")

@@ -28,6 +28,7 @@ from iaisreg.schedules import as_schedule as _as_schedule
 
 __all__ = ["iais", "isda", "m_kl", "masks_from_lengths", "IAISLoss", "ScoreCapture", "xp"]
 
+#: the array namespace the core runs on for ``torch.Tensor`` (``array_api_compat.torch``)
 xp = _xp
 _native("softmax", xp=_xp)  # fill the registry's cache now, not inside a first compiled call (a recompile)
 
