@@ -16,9 +16,10 @@ import numbers
 from typing import Any, NamedTuple
 
 from ._divergence import safe_log
-from ._namespace import get_namespace, is_host_concrete, shapes_from_values
-from ._ops import device_of, masked_softmax, split, stop_gradient
-from ._validate import check_int, dtype_name, shape_of
+from ._namespace import as_array, get_namespace, is_host_concrete, shapes_from_values
+from ._ops import device_of, masked_softmax, sizes, split, stop_gradient
+from ._validate import check_int, dtype_name, known, matches, shape_of, show
+from ._values import check_spans
 
 __all__ = ["Items", "Ranges", "resolve_items", "item_ranges", "masks_from_lengths", "block_softmax", "Block",
            "Blocks"]
@@ -41,9 +42,10 @@ class Ranges(NamedTuple):
 
 
 def _as_bool_mask(x: Any, *, name: str, b: int, n: int, xp: Any, dev: Any, func: str) -> Any:
+    x = as_array(x, xp=xp, dev=dev, name=name, func=func)
     shape = shape_of(x)
-    if shape not in ((b, n), (n,)):
-        raise ValueError(f"{func}: argument {name!r} must have shape ({b}, {n}) or ({n},); got {shape}")
+    if not matches(shape, (b, n), (n,)):
+        raise ValueError(f"{func}: argument {name!r} must have shape {show((b, n))} or {show((n,))}; got {shape}")
     dt = x.dtype
     if dt == xp.bool:
         m = x
@@ -54,15 +56,16 @@ def _as_bool_mask(x: Any, *, name: str, b: int, n: int, xp: Any, dev: Any, func:
             f"{func}: argument {name!r} must be a boolean or 0/1 integer mask; got dtype {dtype_name(dt)} "
             "(additive float masks are not accepted: pass which positions are valid)"
         )
-    if shape == (n,):
+    if len(shape) == 1:
         m = xp.broadcast_to(m[None, :], (b, n))
     return m
 
 
-def _as_lengths(x: Any, *, name: str, b: int, xp: Any, func: str) -> Any:
+def _as_lengths(x: Any, *, name: str, b: int, xp: Any, dev: Any, func: str) -> Any:
+    x = as_array(x, xp=xp, dev=dev, name=name, func=func)
     shape = shape_of(x)
-    if shape != (b,):
-        raise ValueError(f"{func}: argument {name!r} must be an int or an integer array of shape ({b},); got shape {shape}")
+    if not matches(shape, (b,)):
+        raise ValueError(f"{func}: argument {name!r} must be an int or an integer array of shape {show((b,))}; got shape {shape}")
     if not xp.isdtype(x.dtype, "integral"):
         raise TypeError(f"{func}: argument {name!r} must have an integer dtype; got {dtype_name(x.dtype)}")
     return x
@@ -98,7 +101,7 @@ def masks_from_lengths(
         masks_from_lengths(N, txt_lens - 2, num_bbs, text_start=1, image_start=txt_lens)
 
     >>> import numpy as np
-    >>> t, v = masks_from_lengths(6, np.array([2, 1]), np.array([2, 3]), text_start=1, image_start=4)
+    >>> t, v = masks_from_lengths(6, np.array([2, 1]), np.array([2, 2]), text_start=1, image_start=4)
     >>> t.astype(int).tolist(), v.astype(int).tolist()
     ([[0, 1, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0]], [[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1]])
     """
@@ -108,19 +111,22 @@ def masks_from_lengths(
     if not arrays:
         raise TypeError(f"{func}: at least one of 'text_lengths'/'image_lengths' must be an array of shape (B,)")
     xp = get_namespace(*arrays, xp=xp)
-    b = shape_of(arrays[0])[0]
+    b = sizes(arrays[0])[0]
     dev = device_of(arrays[0], xp)
     pos = _positions(n, xp, dev)
 
     def col(v: Any, name: str) -> Any:
         if isinstance(v, numbers.Integral) and not isinstance(v, bool):
             return v
-        return xp.astype(_as_lengths(v, name=name, b=b, xp=xp, func=func), pos.dtype)[:, None]
+        return xp.astype(_as_lengths(v, name=name, b=b, xp=xp, dev=dev, func=func), pos.dtype)[:, None]
 
     ts = col(text_start, "text_start")
     tl = col(text_lengths, "text_lengths")
     il = col(image_lengths, "image_lengths")
     is_ = ts + tl if image_start is None else col(image_start, "image_start")
+    check_spans(n, [("text_start", ts, "text_lengths", tl),
+                    ("image_start" if image_start is not None else "text_start + text_lengths", is_,
+                     "image_lengths", il)], xp, func=func)
     text = (pos >= ts) & (pos < ts + tl)
     image = (pos >= is_) & (pos < is_ + il)
     text = xp.broadcast_to(text, (b, n))
@@ -180,7 +186,7 @@ def _text_from_split(n_text: Any, b: int, n: int, *, xp: Any, dev: Any, func: st
         return xp.broadcast_to(pos < k, (b, n))
     if isinstance(n_text, (bool, float, str)) or not hasattr(n_text, "shape"):
         raise TypeError(f"{func}: argument 'n_text' must be an int or an integer array of shape ({b},); got {type(n_text).__name__} {n_text!r}")
-    lens = _as_lengths(n_text, name="n_text", b=b, xp=xp, func=func)
+    lens = _as_lengths(n_text, name="n_text", b=b, xp=xp, dev=dev, func=func)
     if is_host_concrete(lens):
         import numpy as np
 
@@ -227,8 +233,10 @@ def item_ranges(items: Items, n: int, *, n_text: Any = None) -> Ranges | None:
     statically: read from the masks when a shape may follow their values
     (:func:`~iaisreg._namespace.shapes_from_values`: NumPy, eager CPU torch
     and TensorFlow), else ``(0, n_text)`` / ``(n_text, N)`` for an int
-    ``n_text``. None as well when a modality has no item at all (every loss
-    is 0 then; the full width keeps the graph)."""
+    ``n_text`` when ``N`` is known (an int, or a symbolic size of
+    ``torch.compile(dynamic=True)``; not a ``None`` size of ``tf.function``).
+    None as well when a modality has no item at all (every loss is 0 then;
+    the full width keeps the graph)."""
     if shapes_from_values(items.text) and shapes_from_values(items.image):
         import numpy as np
 
@@ -236,7 +244,7 @@ def item_ranges(items: Items, n: int, *, n_text: Any = None) -> Ranges | None:
         for mask in (items.text, items.image):
             cols = np.flatnonzero(np.asarray(mask).any(axis=0))
             found.append((int(cols[0]), int(cols[-1]) + 1) if cols.size else None)
-    elif _is_int(n_text):
+    elif _is_int(n_text) and known(n) is not None:
         found = [(0, int(n_text)), (int(n_text), n)]
     else:
         return None
@@ -276,6 +284,17 @@ def _host_finite(s: Any, xp: Any) -> bool:
     """True when every score is known to be finite: their sum is, read only
     when the values are on the host (never on a device or under a trace)."""
     return is_host_concrete(s) and math.isfinite(float(xp.sum(stop_gradient(s, xp))))
+
+
+def _increasing(points: list) -> list:
+    """``points`` (non-decreasing) without repeats, comparing neighbours only:
+    a size left symbolic by ``torch.compile(dynamic=True)`` is never hashed
+    (a set would fix it to one value, and compile again for the next)."""
+    out = points[:1]
+    for v in points[1:]:
+        if v is not out[-1] and v != out[-1]:
+            out.append(v)
+    return out
 
 
 class Block(NamedTuple):
@@ -319,7 +338,10 @@ class Blocks:
         self.ranges = {"L": (0, n), "V": (0, n)} if ranges is None else {"L": ranges.text, "V": ranges.image}
         (a0, a1), (b0, b1) = self.ranges.values()
         # disjoint ranges: the scores are split at their ends (rows once, then the columns of each row piece)
-        self._edges = sorted({0, a0, a1, b0, b1, n}) if ranges is not None and (a1 <= b0 or b1 <= a0) else None
+        self._edges = None
+        if ranges is not None and (a1 <= b0 or b1 <= a0):
+            (p0, p1), (q0, q1) = (ranges.text, ranges.image) if a1 <= b0 else (ranges.image, ranges.text)
+            self._edges = _increasing([0, p0, p1, q0, q1, n])
         self._pieces: dict = {}
         self._done: dict = {}
         self.finite = _host_finite(s, xp)

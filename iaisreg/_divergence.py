@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._namespace import compute_dtype, get_namespace
+from ._namespace import as_array, compute_dtype, get_namespace
 from ._ops import device_of
-from ._validate import dtype_name, shape_of
+from ._validate import dtype_name, matches, shape_of
+from ._values import check_distributions
 
 __all__ = ["m_kl", "safe_log", "xlogx", "mkl_terms", "official_distributed_terms"]
 
@@ -75,16 +76,22 @@ def m_kl(a: Any, b: Any, *, mask: Any = None, xp: Any = None) -> Any:
     if not hasattr(a, "shape") or not hasattr(b, "shape"):
         raise TypeError(f"{func}: arguments 'a' and 'b' must be arrays; got {type(a).__name__} and {type(b).__name__}")
     xp = get_namespace(a, b, xp=xp)
-    if shape_of(a) != shape_of(b):
+    dev = device_of(a, xp)
+    a, b = as_array(a, xp=xp, dev=dev, name="a", func=func), as_array(b, xp=xp, dev=dev, name="b", func=func)
+    if not matches(shape_of(a), shape_of(b)):
         raise ValueError(f"{func}: arguments 'a' and 'b' must have the same shape; got {shape_of(a)} and {shape_of(b)}")
     if len(shape_of(a)) < 2:
         raise ValueError(f"{func}: arguments 'a' and 'b' must be matrices (..., n, m); got shape {shape_of(a)}")
     dt = compute_dtype(a.dtype, xp, name="a", func=func)
     compute_dtype(b.dtype, xp, name="b", func=func)
+    if mask is not None:
+        mask = as_array(mask, xp=xp, dev=dev, name="mask", func=func)
+        if mask.dtype != xp.bool:
+            raise TypeError(f"{func}: argument 'mask' must be boolean; got dtype {dtype_name(mask.dtype)}")
+    check_distributions(a, mask, xp, name="a", func=func)
+    check_distributions(b, mask, xp, name="b", func=func)
     a = xp.astype(a, dt)
     b = xp.astype(b, dt)
     if mask is None:
-        mask = xp.ones(shape_of(a), dtype=xp.bool, device=device_of(a, xp))
-    elif mask.dtype != xp.bool:
-        raise TypeError(f"{func}: argument 'mask' must be boolean; got dtype {dtype_name(mask.dtype)}")
+        mask = xp.ones_like(a, dtype=xp.bool)
     return mkl_terms(a, safe_log(a, xp), b, safe_log(b, xp), mask, xp)

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple, Sequence
 
 from ._blocks import Blocks, resolve_items
 from ._divergence import mkl_terms, safe_log
-from ._namespace import compute_dtype, get_namespace
+from ._namespace import as_array, compute_dtype, get_namespace
 from ._ops import device_of
 from ._options import OPTIONS, resolve_options, takes_options
 from ._validate import check_scores, dtype_name, shape_of
@@ -43,6 +43,7 @@ def groups_to_masks(groups: Any, b: int, n: int, *, name: str, xp: Any, dev: Any
     import numpy as np
 
     if hasattr(groups, "shape") and hasattr(groups, "dtype"):
+        groups = as_array(groups, xp=xp, dev=dev, name=name, func=func)
         shape = shape_of(groups)
         if len(shape) == 2:
             groups = groups[None, ...]
@@ -150,7 +151,7 @@ def isda(
     dt = compute_dtype(scores.dtype, xp, name="scores", func=func)
     dev = device_of(scores, xp)
     items = resolve_items(b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask,
-                             attention_mask=attention_mask, xp=xp, dev=dev, func=func)
+                          attention_mask=attention_mask, xp=xp, dev=dev, func=func)
     tg = groups_to_masks(text_groups, b, n, name="text_groups", xp=xp, dev=dev)
     ig = groups_to_masks(image_groups, b, n, name="image_groups", xp=xp, dev=dev)
     if shape_of(tg)[1] != shape_of(ig)[1]:

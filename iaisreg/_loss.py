@@ -4,7 +4,7 @@ distributed loss (Eq. 12-13), each in the authors' code's form
 :func:`iais` picks one by ``mode``."""
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from ._blocks import Blocks, item_ranges, resolve_items
 from ._divergence import mkl_terms, official_distributed_terms, safe_log
@@ -13,6 +13,7 @@ from ._namespace import compute_dtype, get_namespace
 from ._ops import device_of
 from ._options import resolve_options, takes_options
 from ._validate import check_scores
+from ._values import check_probabilities
 
 __all__ = ["iais", "singular_loss", "distributed_loss"]
 
@@ -154,6 +155,8 @@ def iais(
     dev = device_of(attn, xp)
     items = resolve_items(b, n, n_text=n_text, text_mask=text_mask, image_mask=image_mask,
                           attention_mask=attention_mask, xp=xp, dev=dev, func=func, check_overlap=check_overlap)
+    if opts["inputs"] == "probs":
+        check_probabilities(attn, items.text, items.image, xp, func=func)
     s = attn if attn.dtype == dt else xp.astype(attn, dt)
     if s.ndim == 3:
         s = s[:, None, :, :]

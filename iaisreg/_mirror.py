@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._ops import device_of, masked_softmax, take_along_axis
+from ._ops import device_of, masked_softmax, sizes, take_along_axis
 
 __all__ = ["mirror_index", "singular_mirror", "distributed_mirror", "singular_target"]
 
@@ -29,13 +29,13 @@ def singular_mirror(source: Any, idx: Any, xp: Any) -> Any:
     ``source``: ``(..., O, O)``; ``idx``: ``(..., A)`` positions in ``[0, O)``;
     returns ``(..., A, A)``. Gradients flow into ``source``; implemented as one
     gather on the flattened matrix."""
-    shape = tuple(source.shape)
+    shape = sizes(source)
     o = shape[-1]
-    a = idx.shape[-1]
+    a = sizes(idx)[-1]
     lead = shape[:-2]
     flat = xp.reshape(source, lead + (o * o,))
     linear = idx[..., :, None] * o + idx[..., None, :]
-    linear = xp.reshape(linear, tuple(linear.shape[:-2]) + (a * a,))
+    linear = xp.reshape(linear, sizes(linear)[:-2] + (a * a,))
     return xp.reshape(take_along_axis(flat, linear, xp, axis=len(shape) - 2), lead + (a, a))
 
 

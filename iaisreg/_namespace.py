@@ -10,9 +10,9 @@ from typing import Any
 
 import array_api_compat
 
-from ._ops import native, private_namespace
+from ._ops import FRAMEWORKS, framework_of_array, framework_of_namespace, native, private_namespace
 
-__all__ = ["get_namespace", "compute_dtype", "is_host_concrete", "shapes_from_values"]
+__all__ = ["get_namespace", "compute_dtype", "is_host_concrete", "shapes_from_values", "as_array"]
 
 
 def get_namespace(*arrays: Any, xp: Any = None) -> Any:
@@ -20,11 +20,15 @@ def get_namespace(*arrays: Any, xp: Any = None) -> Any:
 
     Arrays of a framework with a private namespace in the registry
     (TensorFlow) get that namespace; everything else goes through
-    array-api-compat.
+    array-api-compat. NumPy arrays given with arrays of another library
+    belong to that library (they are converted where they are used, see
+    :func:`as_array`).
     """
     if xp is not None:
         return xp
     arrays = tuple(a for a in arrays if a is not None and not isinstance(a, (bool, int, float)))
+    others = tuple(a for a in arrays if not _is_numpy(a))
+    arrays = others or arrays
     for a in arrays:
         private = private_namespace(a)
         if private is not None:
@@ -37,6 +41,34 @@ def get_namespace(*arrays: Any, xp: Any = None) -> Any:
             f"expected arrays of one array library (NumPy, PyTorch, JAX, TensorFlow or any "
             f"array-API library); got {kinds}"
         ) from exc
+
+
+def _is_numpy(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "numpy"
+
+
+def _library(framework: str | None, fallback: str) -> str:
+    """A library's name: its registry module (``torch``, ``jax``, ``tensorflow``) or ``fallback``."""
+    return FRAMEWORKS[framework].module if framework is not None else fallback.split(".")[0]
+
+
+def as_array(x: Any, *, xp: Any, dev: Any, name: str, func: str) -> Any:
+    """``x`` as an array of namespace ``xp`` (the scores' library) on ``dev``:
+    arrays of that library as they are, NumPy arrays converted (as every
+    framework's own functions accept them); anything else, e.g. a list or an
+    array of a third library, is a ``TypeError`` naming the argument."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{func}: argument {name!r} must be an array (NumPy or the scores' library); "
+                        f"got {type(x).__name__}")
+    mine, theirs = framework_of_namespace(xp), framework_of_array(x)
+    if mine == theirs:
+        return x
+    if mine is not None and _is_numpy(x):
+        return xp.asarray(x, device=dev)
+    scores = _library(mine, getattr(xp, "__name__", "numpy").split(".")[-1])
+    raise TypeError(f"{func}: argument {name!r} is a {_library(theirs, type(x).__module__)} array but the scores "
+                    f"are {scores} arrays; "
+                    f"pass arrays from one library (NumPy arrays are converted)")
 
 
 def compute_dtype(dtype: Any, xp: Any, *, name: str = "attn", func: str = "iais") -> Any:

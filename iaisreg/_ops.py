@@ -7,9 +7,9 @@ same four things: how to recognise the framework's arrays and its namespace,
 a private namespace when array-api-compat does not cover it (TensorFlow), and
 a table of native ops (``softmax``, ``log_softmax``, ``take_along_axis``,
 ``split``, ``stop_gradient``, ``device``, ``host_concrete``,
-``shapes_from_values``; any may be missing). A framework is consulted
-only when it is already in ``sys.modules`` (otherwise no array of it can
-exist), so importing :mod:`iaisreg` never imports one.
+``shapes_from_values``, ``dynamic_shape``; any may be missing). A framework
+is consulted only when it is already in ``sys.modules`` (otherwise no array
+of it can exist), so importing :mod:`iaisreg` never imports one.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from typing import Any, Callable, NamedTuple
 
 import array_api_compat
 
-__all__ = ["FRAMEWORKS", "framework_of_array", "private_namespace", "native", "device_of", "softmax",
-           "log_softmax", "masked_softmax", "split", "stop_gradient", "take_along_axis"]
+__all__ = ["FRAMEWORKS", "framework_of_array", "framework_of_namespace", "private_namespace", "native", "device_of",
+           "sizes", "softmax", "log_softmax", "masked_softmax", "split", "stop_gradient", "take_along_axis"]
 
 
 class Framework(NamedTuple):
@@ -50,7 +50,7 @@ def _torch_ops(torch: Any) -> dict:
         # torch.gather directly, skipping array-api-compat's index normalisation
         "take_along_axis": lambda x, indices, axis: torch.gather(x, axis, indices),
         # one backward node (a concatenation) for all pieces, not a full-size gradient per slice
-        "split": lambda x, sizes, axis: torch.split(x, sizes, dim=axis),
+        "split": lambda x, widths, axis: torch.split(x, widths, dim=axis),
         "stop_gradient": lambda x: x.detach(),
         "host_concrete": _torch_host_concrete,
     }
@@ -82,8 +82,10 @@ def _tf_ops(tf: Any) -> dict:
         "log_softmax": lambda x, axis: tf.nn.log_softmax(x, axis=axis),
         # "" for symbolic tensors inside tf.function, where TensorFlow's placer decides
         "device": lambda x: getattr(x, "device", "") or "",
-        "split": lambda x, sizes, axis: tf.split(x, sizes, axis=axis),
+        "split": lambda x, widths, axis: tf.split(x, widths, axis=axis),
         "stop_gradient": tf.stop_gradient,
+        # the sizes a traced tensor's static shape leaves unknown (None)
+        "dynamic_shape": lambda x: tf.shape(x, out_type=tf.int64),
         "host_concrete": lambda x: tf.executing_eagerly() and "CPU" in (x.device or "CPU").upper(),
     }
 
@@ -116,6 +118,15 @@ def framework_of_array(x: Any) -> str | None:
     return None
 
 
+def framework_of_namespace(xp: Any) -> str | None:
+    """The registry name of the framework ``xp`` is the namespace of, or None
+    (NumPy, array-API-only libraries)."""
+    for name, fw in FRAMEWORKS.items():
+        if fw.module in sys.modules and fw.is_namespace(xp):
+            return name
+    return None
+
+
 def private_namespace(x: Any) -> Any:
     """The private namespace of ``x``'s framework (TensorFlow), or None."""
     name = framework_of_array(x)
@@ -137,9 +148,27 @@ def native(name: str, *, xp: Any = None, array: Any = None) -> Callable | None:
 
 
 def device_of(x: Any, xp: Any) -> Any:
-    """The device of ``x``, in the form ``xp``'s creation functions take."""
+    """The device of ``x``, in the form ``xp``'s creation functions take
+    (``None``, the default device, for a NumPy array given to a framework)."""
     fn = native("device", xp=xp)
-    return fn(x) if fn is not None else array_api_compat.device(x)
+    if fn is not None:
+        return fn(x)
+    if type(x).__module__.startswith("numpy") and framework_of_namespace(xp) is not None:
+        return None
+    return array_api_compat.device(x)
+
+
+def sizes(x: Any) -> tuple:
+    """``x``'s shape, each size usable in shape arguments (``reshape``,
+    ``broadcast_to``, ``arange``): a Python int where the size is known, else
+    what the framework gives while tracing (a symbolic size in
+    ``torch.compile``, a scalar tensor for a ``None`` dimension in
+    ``tf.function``)."""
+    shape = tuple(x.shape)
+    if all(d is not None for d in shape):
+        return shape
+    dynamic = native("dynamic_shape", array=x)(x)
+    return tuple(dynamic[i] if d is None else d for i, d in enumerate(shape))
 
 
 def softmax(x: Any, xp: Any, axis: int = -1) -> Any:
@@ -165,10 +194,10 @@ def split(x: Any, edges: list[int], xp: Any, axis: int) -> list[Any]:
     increasing from 0 to the axis length). Where the framework has a split
     (PyTorch, TensorFlow), the gradient of all pieces is assembled in one
     step, instead of one full-size zero array per sliced piece."""
-    sizes = [b - a for a, b in zip(edges, edges[1:])]
+    widths = [b - a for a, b in zip(edges, edges[1:])]
     fn = native("split", xp=xp)
     if fn is not None:
-        return list(fn(x, sizes, axis))
+        return list(fn(x, widths, axis))
     index = [slice(None)] * x.ndim
     pieces = []
     for a, b in zip(edges, edges[1:]):

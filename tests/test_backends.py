@@ -18,6 +18,7 @@ input rounded to its dtype):
 from __future__ import annotations
 
 import dataclasses
+import re
 import zlib
 from typing import Any
 
@@ -267,14 +268,15 @@ def test_iais_loss_and_grad_match_reference(backend, data):
 def check_reference_gradient_by_finite_differences(c: Case, directions: int = 2) -> None:
     """Central differences of the float64 NumPy loss along random directions
     against the reference gradient (for probabilities, relative directions
-    keep them positive)."""
+    keep them positive, and entries near 1 stay put so that none leaves
+    [0, 1], which the loss checks)."""
     _, g = reference_scalar_and_grad(c)
     rng = np.random.default_rng(zlib.crc32(c.attn.tobytes()))  # stable across processes (unlike hash())
     x0 = c.attn
     for _ in range(directions):
         v = rng.normal(size=x0.shape)
         if c.options["inputs"] == "probs":
-            v = v * x0
+            v = np.where(x0 < 0.999, v * x0, 0.0)
         h = 1e-6
 
         def f(x: np.ndarray) -> float:
@@ -518,11 +520,11 @@ def test_masks_from_lengths_matches_numpy(backend, b, n, data):
         kw["text_start"] = data.draw(st.integers(0, 2))
     if data.draw(st.booleans()):
         kw["image_start"] = np.array(data.draw(lens), dtype=data.draw(st.sampled_from(["int32", "int64"])))
-    want = iaisreg.masks_from_lengths(n, tl, il, **kw)
-    got = backend.module.masks_from_lengths(n, backend.asarray(tl, it), backend.asarray(il, it),
-                                            **backend.convert(kw))
-    for g, wnt in zip(got, want):
-        np.testing.assert_array_equal(backend.to_numpy(g), wnt)
+    # the masks, or (spans past n) the same error as NumPy's
+    want = _outcome(load("numpy"), lambda b: iaisreg.masks_from_lengths(n, tl, il, **kw))
+    got = _outcome(backend, lambda b: b.module.masks_from_lengths(n, b.asarray(tl, it), b.asarray(il, it),
+                                                                  **b.convert(kw)))
+    assert_same_outcome(got, want, rtol=0, atol=0)
 
 
 @given(st.sampled_from([(1, 1), (2, 3), (3, 5)]), st.integers(0, 2**32 - 1), st.sampled_from(["float64", "float32"]))
@@ -616,8 +618,30 @@ BAD = [
     ("reduction", S, 2, dict(reduction="avg"), ValueError, r"'reduction' must be one of 'mean', 'sum', 'none'; got 'avg'"),
     ("inputs", S, 2, dict(inputs="logits"), ValueError, r"'inputs' must be one of"),
     ("mode_not_str", S, 2, dict(mode=None), ValueError, r"'mode' must be one of .*; got None"),
+    # empty sizes: an error, not NaN or a framework's own error
+    ("batch_0", np.zeros((0, 3, 5, 5)), 2, {}, ValueError,
+     r"'attn' must have at least one sample, head and position \(B, H, N >= 1\); got shape \(0, 3, 5, 5\)"),
+    ("batch_0_rank3", np.zeros((0, 5, 5)), None, dict(text_mask=np.ones(5, bool)), ValueError,
+     r"at least one sample.*\(0, 5, 5\)"),
+    ("heads_0", np.zeros((2, 0, 5, 5)), 2, {}, ValueError, r"at least one sample, head and position.*\(2, 0, 5, 5\)"),
+    ("positions_0", np.zeros((2, 3, 0, 0)), 0, {}, ValueError, r"at least one sample.*\(2, 3, 0, 0\)"),
+    # Python lists are not arrays (NumPy arrays are converted: see MISTAKES)
+    ("mask_list", S, None, dict(text_mask=[True, False, True, False, False]), TypeError,
+     r"iais: argument 'text_mask' must be an array \(NumPy or the scores' library\); got list"),
+    ("attention_mask_list", S, 2, dict(attention_mask=[[1] * 5] * 2), TypeError,
+     r"argument 'attention_mask' must be an array .*; got list"),
+    # values, checked where they are on the host
+    ("probs_above_one", np.full((2, 3, 5, 5), 2.0), 2, dict(inputs="probs"), ValueError,
+     r"'attn' must hold probabilities in \[0, 1\] with inputs='probs'; got values from 2 to 2 at item positions"),
+    ("probs_negative", np.full((2, 3, 5, 5), -0.25), 2, dict(inputs="probs"), ValueError,
+     r"got values from -0.25 to -0.25 at item positions"),
+    ("probs_nan", np.where(np.eye(5, dtype=bool), np.nan, 0.2) + np.zeros((2, 3, 5, 5)), 2, dict(inputs="probs"),
+     ValueError, r"got values from 0.2 to 0.2 and NaN at item positions"),
 ]
 BAD_IDS = [b[0] for b in BAD]
+#: the BAD cases found by reading values (skipped inside tf.function; iais_jit makes them before tracing)
+VALUE_CHECKS = ("n_text_values", "n_text_values_int32", "masks_overlap", "masks_overlap_2d", "probs_above_one",
+                "probs_negative", "probs_nan")
 
 
 @pytest.mark.parametrize("case_id,attn,n_text,kwargs,exc,match", BAD, ids=BAD_IDS)
@@ -659,7 +683,7 @@ def test_bad_input_same_error_when_compiled(case_id, attn, n_text, kwargs):
     (value checks — ``n_text`` range, overlapping masks — need host values:
     ``iais_jit`` makes them before tracing, ``tf.function`` cannot)."""
     want = _error(lambda: iaisreg.iais(attn, n_text, **kwargs))
-    value_check = case_id in ("n_text_values", "n_text_values_int32", "masks_overlap", "masks_overlap_2d")
+    value_check = case_id in VALUE_CHECKS
     if "jax" in BACKENDS:
         b = load("jax")
         x, nt, kw = _convert_bad(b, attn, n_text, kwargs)
@@ -681,6 +705,137 @@ def test_bad_input_same_error_when_compiled(case_id, attn, n_text, kwargs):
                 assert got[0] is want[0] and got[1].rstrip().endswith(want[1]), got
             else:
                 assert got == want
+
+
+# ------------------------------------------------------------------ the same mistake, the same answer
+X5 = np.random.default_rng(7).dirichlet(np.ones(5), size=(2, 3, 5)).astype(np.float32)  # (2, 3, 5, 5), rows sum to 1
+R5 = np.array([[0, 0, 1, 1, 2], [0, 1, 1, 2, 2]])  # 0 text, 1 image, 2 padding
+UNIFORM = np.full((2, 3, 3), 1 / 3, np.float32)
+
+
+def _iais(b, *args, attn=X5, **kwargs):
+    return b.module.iais(b.asarray(attn), *args, **kwargs)
+
+
+def _iais_loss(b, **kwargs):
+    """The backend's ``IAISLoss``; NumPy has none, so there the reference is
+    the core's schedule resolution, which every ``IAISLoss`` uses."""
+    if b.name == "numpy":
+        from iaisreg.schedules import as_schedule
+
+        return as_schedule(kwargs.get("schedule"), kwargs.get("total_steps"), func="IAISLoss")
+    return b.module.IAISLoss(**kwargs)
+
+
+def _with_padding_outside(value):
+    x = X5.copy()
+    x[0, :, 4, :] = x[0, :, :, 4] = value  # position 4 of sample 0 is padding (role 2): ignored
+    return x
+
+
+#: the same mistake on every backend: (id, the call on a backend, the exception
+#: type and a message pattern the NumPy core gives, or None where the call is
+#: accepted and every backend must return NumPy's value)
+MISTAKES = [
+    # NumPy masks, lengths and groups with a framework's scores are converted, as every framework does
+    ("numpy_masks", lambda b: _iais(b, text_mask=R5 == 0, image_mask=R5 == 1), None, None),
+    ("numpy_int_masks", lambda b: _iais(b, text_mask=(R5 == 0).astype(np.int64), attention_mask=R5 != 2), None, None),
+    ("numpy_lengths", lambda b: _iais(b, np.array([2, 3]), attention_mask=b.asarray(R5 != 2)), None, None),
+    ("numpy_int64_n_text", lambda b: _iais(b, np.int64(3)), None, None),
+    ("numpy_m_kl_mask", lambda b: b.module.m_kl(b.asarray(UNIFORM), b.asarray(UNIFORM), mask=np.eye(3, dtype=bool)),
+     None, None),
+    ("numpy_isda_groups", lambda b: b.module.isda(b.asarray(X5), np.eye(2, 5, dtype=bool), np.eye(2, 5, 3, dtype=bool),
+                                                  2), None, None),
+    ("numpy_lengths_for_masks", lambda b: b.module.masks_from_lengths(5, np.array([1, 2]), b.asarray(np.array([2, 1]))),
+     None, None),
+    ("list_m_kl_mask", lambda b: b.module.m_kl(b.asarray(UNIFORM), b.asarray(UNIFORM), mask=[[True] * 3] * 3),
+     TypeError, r"m_kl: argument 'mask' must be an array \(NumPy or the scores' library\); got list"),
+    # empty matrices in m_kl: a defined value (sums over nothing)
+    ("m_kl_no_matrices", lambda b: b.module.m_kl(*(b.asarray(np.zeros((0, 3, 3), np.float32)),) * 2), None, None),
+    ("m_kl_no_rows", lambda b: b.module.m_kl(*(b.asarray(np.zeros((2, 0, 3), np.float32)),) * 2), None, None),
+    # values, checked where they are on the host
+    ("m_kl_not_distributions", lambda b: b.module.m_kl(b.asarray(4 * UNIFORM), b.asarray(UNIFORM)), ValueError,
+     r"m_kl: argument 'a' must hold probability distributions in its rows \(values in \[0, 1\]\); got values "
+     r"from 1.333 to 1.333"),
+    ("m_kl_rows_not_summing_to_1", lambda b: b.module.m_kl(b.asarray(UNIFORM), b.asarray(UNIFORM / 2)), ValueError,
+     r"m_kl: argument 'b' must hold probability distributions in its rows \(rows summing to 1\); got a row sum off "
+     r"by 0.5"),
+    ("m_kl_masked_rows_above_1", lambda b: b.module.m_kl(b.asarray(UNIFORM), b.asarray(UNIFORM * 1.2),
+                                                         mask=b.asarray(np.ones((3, 3), bool))), ValueError,
+     r"'b' must hold .*\(rows summing to 1 or less over the mask\); got a row sum off by 0.2"),
+    ("probs_outside_items", lambda b: _iais(b, text_mask=R5 == 0, image_mask=R5 == 1, inputs="probs",
+                                            attn=_with_padding_outside(7.0)), None, None),
+    ("schedule_nan", lambda b: iaisreg.exp_schedule(10)(float("nan")), ValueError,
+     r"exp_schedule: argument 'step' must not be NaN; got nan"),
+    ("schedule_nan_array", lambda b: iaisreg.linear_schedule(10)(b.asarray(np.float32(np.nan))), ValueError,
+     r"linear_schedule: argument 'step' must not be NaN; got nan"),
+    ("lengths_past_n", lambda b: b.module.masks_from_lengths(4, b.asarray(np.array([3, 9])), b.asarray(np.array([1, 0]))),
+     ValueError, r"masks_from_lengths: argument 'text_lengths' must end inside the 4 positions \(text_start \+ "
+                 r"text_lengths <= 4\); got text_lengths \[3, 9\] with text_start 0"),
+    ("image_past_n", lambda b: b.module.masks_from_lengths(4, b.asarray(np.array([1, 1])), b.asarray(np.array([3, 2])),
+                                                           image_start=2), ValueError,
+     r"argument 'image_lengths' must end inside the 4 positions \(image_start \+ image_lengths <= 4\); got "
+     r"image_lengths \[3, 2\] with image_start 2"),
+    ("lengths_negative", lambda b: b.module.masks_from_lengths(4, b.asarray(np.array([1, -1])), b.asarray(np.array([1, 1]))),
+     ValueError, r"masks_from_lengths: argument 'text_lengths' must be >= 0; got \[1, -1\]"),
+    ("start_negative", lambda b: b.module.masks_from_lengths(4, b.asarray(np.array([1, 1])), b.asarray(np.array([1, 1])),
+                                                             text_start=-1), ValueError,
+     r"masks_from_lengths: argument 'text_start' must be >= 0; got -1"),
+    # IAISLoss(schedule=...): one message naming 'schedule'
+    ("loss_schedule_int", lambda b: _iais_loss(b, schedule=5), TypeError,
+     r"IAISLoss: argument 'schedule' must be None, a schedule name \('exp', 'linear', 'log', 'constant'\) or a "
+     r"callable step -> weight; got int 5"),
+    ("loss_schedule_name", lambda b: _iais_loss(b, schedule="cosine"), ValueError,
+     r"IAISLoss: argument 'schedule' must be one of 'exp', 'linear', 'log', 'constant'; got 'cosine'"),
+    ("loss_schedule_no_steps", lambda b: _iais_loss(b, schedule="exp"), ValueError,
+     r"IAISLoss: schedule 'exp' needs 'total_steps'"),
+]
+
+
+def _outcome(backend, call):
+    """``("value", NumPy arrays)`` or ``(exception type, message)``."""
+    try:
+        out = call(backend)
+    except (TypeError, ValueError) as exc:
+        return type(exc), str(exc)
+    parts = out if isinstance(out, tuple) else (out,)
+    return "value", [backend.to_numpy(p) if hasattr(p, "shape") and not isinstance(p, np.ndarray) else np.asarray(p)
+                     for p in parts]
+
+
+def assert_same_outcome(got, want, *, rtol, atol):
+    """The same exception and message, or values of the same shapes within the tolerance."""
+    if want[0] != "value":
+        assert got == want
+        return
+    assert got[0] == "value", got
+    for g, w in zip(got[1], want[1], strict=True):
+        assert g.shape == w.shape, (g.shape, w.shape)
+        np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("case_id,call,exc,match", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_same_mistake_same_answer(backend, case_id, call, exc, match):
+    """Every backend gives what the NumPy core gives: the same exception with
+    the same message, or the same value."""
+    want = _outcome(load("numpy"), call)
+    if exc is None:
+        assert want[0] == "value", want
+    else:
+        assert want[0] is exc and re.search(match, want[1]), want
+    assert_same_outcome(_outcome(backend, call), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [b for b in BACKENDS if b != "numpy"])
+def test_arrays_from_two_libraries(name):
+    """A mask of another framework than the scores' is one clear error."""
+    others = [o for o in BACKENDS if o not in ("numpy", name)]
+    if not others:
+        pytest.skip("needs two frameworks")
+    b, other = load(name), load(others[0])
+    with pytest.raises(TypeError, match=rf"iais: argument 'text_mask' is a \w+ array but the scores are \w+ arrays; "
+                                        rf"pass arrays from one library \(NumPy arrays are converted\)"):
+        b.module.iais(b.asarray(X5), text_mask=other.asarray(R5 == 0))
 
 
 @pytest.mark.parametrize("name", [b for b in BACKENDS if b != "numpy"])

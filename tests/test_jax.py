@@ -127,7 +127,7 @@ def test_lambda_schedule_is_optax_style():
         ij.lambda_schedule("exp", 0)
     with pytest.raises(ValueError, match="name"):
         ij.lambda_schedule("cosine", 10)
-    with pytest.raises(TypeError, match="count"):
+    with pytest.raises(TypeError, match="exp_schedule: argument .step. must be a number"):
         ij.lambda_schedule("exp", 10)("3")
 
 

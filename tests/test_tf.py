@@ -131,12 +131,6 @@ def test_tf_function_and_gradient_tape():
     assert not {n.op for n in graph.node} & {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
 
 
-def test_tf_function_needs_static_shapes():
-    f = tf.function(lambda x: itf.iais(x, 2), input_signature=[tf.TensorSpec((None, 2, 5, 5), tf.float32)])
-    with pytest.raises(ValueError, match=r"'attn' must have a static shape; got \(None, 2, 5, 5\)"):
-        f.get_concrete_function()
-
-
 def test_variables_int32_lengths_and_numpy_masks():
     s, roles = scores_and_roles(1)
     v = tf.Variable(s)

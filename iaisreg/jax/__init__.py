@@ -18,14 +18,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import iaisreg as _core
+from iaisreg import schedules as _schedules
 from iaisreg._blocks import resolve_items as _resolve_items
 from iaisreg._namespace import compute_dtype as _compute_dtype
 from iaisreg._namespace import is_host_concrete as _is_host_concrete
@@ -33,6 +33,7 @@ from iaisreg._options import OPTIONS as _OPTIONS
 from iaisreg._options import resolve_options as _resolve_options
 from iaisreg._options import takes_options as _takes_options
 from iaisreg._validate import check_scores as _check_scores
+from iaisreg._values import check_probabilities as _check_probabilities
 
 __all__ = [
     "iais", "iais_jit", "isda", "m_kl", "masks_from_lengths", "IAISLoss", "attention_scores",
@@ -83,23 +84,26 @@ def _iais_compiled(attn: Any, n_text_array: Any, text_mask: Any, image_mask: Any
                       check_overlap=check_overlap, xp=jnp, **dict(options))
 
 
-def _host_value_checks(attn: Any, n_text: Any, masks: dict, check_overlap: Any) -> None:
+def _host_value_checks(attn: Any, n_text: Any, masks: dict, check_overlap: Any, inputs: str) -> None:
     """The value checks the core makes on host values (``n_text`` lengths in
-    range, ``text_mask``/``image_mask`` disjoint), run before tracing so that
-    :func:`iais_jit` raises what :func:`iais` raises. Skipped when a value is
-    traced or not on the CPU."""
+    range, ``text_mask``/``image_mask`` disjoint, probabilities in ``[0, 1]``),
+    run before tracing so that :func:`iais_jit` raises what :func:`iais`
+    raises. Skipped when a value is traced or not on the CPU."""
     b, _, n = _check_scores(attn, func="iais")
     _compute_dtype(attn.dtype, jnp, name="attn")
     values = [v for v in (n_text, *masks.values()) if hasattr(v, "shape")]
-    if not values or not all(_is_host_concrete(v) for v in values):
-        return
+    probs = inputs == "probs" and _is_host_concrete(attn)
+    if not (values or probs) or not all(_is_host_concrete(v) for v in values):
+        return  # nothing to read: an int n_text is checked while tracing
     import array_api_compat.numpy as npx
 
     def host(v: Any) -> Any:
         return np.asarray(v) if hasattr(v, "shape") else v
 
-    _resolve_items(b, n, n_text=host(n_text), **{k: host(v) for k, v in masks.items()}, xp=npx, dev="cpu",
-                   func="iais", check_overlap=check_overlap)
+    items = _resolve_items(b, n, n_text=host(n_text), **{k: host(v) for k, v in masks.items()}, xp=npx, dev="cpu",
+                           func="iais", check_overlap=check_overlap)
+    if probs:
+        _check_probabilities(attn, jnp.asarray(items.text), jnp.asarray(items.image), jnp, func="iais")
 
 
 @_takes_options()
@@ -117,7 +121,8 @@ def iais_jit(
     ``n_text`` are static (one compilation per combination and shape), the
     scores, masks and ``(B,)`` lengths are traced. Differentiable with
     ``jax.grad``. Called on concrete CPU values it makes the same value checks
-    as :func:`iais` (``n_text`` range, overlapping masks) before compiling.
+    as :func:`iais` (``n_text`` range, overlapping masks, probabilities in
+    ``[0, 1]`` with ``inputs="probs"``) before compiling.
 
     >>> import jax, jax.numpy as jnp
     >>> s = jax.random.normal(jax.random.key(0), (2, 4, 8, 8))
@@ -128,7 +133,7 @@ def iais_jit(
     attn = _as_array(attn, "attn", "iais")
     masks = {k: v for k, v in (("text_mask", text_mask), ("image_mask", image_mask),
                                ("attention_mask", attention_mask)) if v is not None}
-    _host_value_checks(attn, n_text, masks, check_overlap)
+    _host_value_checks(attn, n_text, masks, check_overlap, options["inputs"])
     if hasattr(n_text, "shape") or n_text is None:
         n_text_array, n_text_static = n_text, None
     else:
@@ -158,7 +163,7 @@ def masks_from_lengths(n: int, text_lengths: Any, image_lengths: Any, **kwargs: 
     """:func:`iaisreg.masks_from_lengths` for ``jax.Array`` lengths: ``(B, N)`` masks.
 
     >>> import jax.numpy as jnp
-    >>> t, v = masks_from_lengths(6, jnp.array([2, 1]), jnp.array([2, 3]), text_start=1, image_start=4)
+    >>> t, v = masks_from_lengths(6, jnp.array([2, 1]), jnp.array([2, 2]), text_start=1, image_start=4)
     >>> t.astype(int).tolist()
     [[0, 1, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0]]
     """
@@ -191,28 +196,33 @@ def attention_scores(query: jax.Array, key: jax.Array, *, scale: float | None = 
     return jnp.einsum("...qhd,...khd->...hqk", query, key) * jnp.asarray(scale, dtype=query.dtype)
 
 
-def lambda_schedule(name: str = "exp", total_steps: int | None = None, *, gamma: float = 5.0,
+@dataclasses.dataclass(frozen=True, repr=False)
+class _JaxSchedule(_schedules.FrameworkSchedule):
+    framework: ClassVar[str] = "jax"
+
+    def convert(self, step: Any) -> jax.Array:
+        return jnp.asarray(step)
+
+
+def lambda_schedule(name: str | _core.Schedule = "exp", total_steps: int | None = None, *, gamma: float = 5.0,
                     value: float = 1.0) -> Callable[[Any], jax.Array]:
     """An optax-style schedule for the IAIS weight: a function
     ``count -> lambda_t`` (a 0-d float array), safe under ``jax.jit``; the
     configuration is checked once, here. ``name``: ``"exp"``
     (``exp((t/T - 1) gamma)``, the paper's best), ``"linear"`` (``t/T``),
     ``"log"`` (``1 - exp(-t/T gamma)``) or ``"constant"`` (``value``); see
-    :mod:`iaisreg.schedules`. Pass it wherever optax takes a schedule, e.g.
-    ``optax.inject_hyperparams``, or call it on the step count in your train step.
+    :mod:`iaisreg.schedules` (a :class:`~iaisreg.schedules.Schedule` itself
+    is taken too). Pass it wherever optax takes a schedule, e.g.
+    ``optax.inject_hyperparams``, or call it on the step count in your train
+    step. It pickles and compares by value.
 
     >>> f = lambda_schedule("exp", 100)
     >>> round(float(f(50)), 6), float(jax.jit(f)(jnp.asarray(100)))
     (0.082085, 1.0)
+    >>> f
+    iaisreg.jax.lambda_schedule(ExpSchedule(total_steps=100, gamma=5.0))
     """
-    core = _core.get_schedule(name, total_steps, gamma=gamma, value=value)
-
-    def schedule(count: Any) -> jax.Array:
-        if isinstance(count, bool) or not (isinstance(count, numbers.Real) or hasattr(count, "dtype")):
-            raise TypeError(f"lambda_schedule: 'count' must be a number or a 0-d array; got {type(count).__name__}")
-        return core(jnp.asarray(count))
-
-    return schedule
+    return _JaxSchedule(_schedules.named_or_given(name, total_steps, gamma, value, func="lambda_schedule"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,8 +233,10 @@ class IAISLoss:
 
     ``loss(attn, n_text=None, *, step=None, **masks)`` returns
     ``lambda_t(step) * iais(attn, ...)`` (``lambda_t = 1`` when there is no
-    schedule or no step). ``schedule``: ``None`` or a name as
-    :func:`lambda_schedule`.
+    schedule or no step). ``schedule``: ``None``, a name as
+    :func:`lambda_schedule` (with ``total_steps``, ``gamma``), or any
+    hashable callable ``step -> weight`` (e.g. a
+    :class:`~iaisreg.schedules.Schedule`). Pickles and compares by value.
 
     >>> import jax, jax.numpy as jnp
     >>> crit = IAISLoss(mode="distributed", schedule="exp", total_steps=100)
@@ -239,14 +251,13 @@ class IAISLoss:
     heads: str = _OPTIONS["heads"].default
     reduction: str = _OPTIONS["reduction"].default
     inputs: str = _OPTIONS["inputs"].default
-    schedule: str | None = None
+    schedule: str | Callable[[Any], Any] | None = None
     total_steps: int | None = None
     gamma: float = 5.0
 
     def __post_init__(self) -> None:
         _resolve_options("IAISLoss", self.options)
-        if self.schedule is not None:
-            _core.get_schedule(self.schedule, self.total_steps, gamma=self.gamma)  # validates once
+        _schedules.as_schedule(self.schedule, self.total_steps, gamma=self.gamma, func="IAISLoss")  # validates
 
     @property
     def options(self) -> dict:
@@ -256,7 +267,7 @@ class IAISLoss:
         """``lambda_t`` at ``step`` (1.0 without a schedule or a step)."""
         if self.schedule is None or step is None:
             return 1.0
-        return lambda_schedule(self.schedule, self.total_steps, gamma=self.gamma)(step)
+        return jnp.asarray(_schedules.as_schedule(self.schedule, self.total_steps, gamma=self.gamma)(jnp.asarray(step)))
 
     def __call__(self, attn: jax.Array, n_text: Any = None, *, step: Any = None, **kwargs: Any) -> jax.Array:
         loss = iais(attn, n_text, **{**self.options, **kwargs})

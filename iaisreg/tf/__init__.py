@@ -11,20 +11,22 @@ array-api-compat does not support TensorFlow; the core runs on the small
 private namespace :mod:`iaisreg.tf._namespace`. All math lives in the core;
 this module only converts and wraps.
 
-Inside ``tf.function`` the shapes must be static (no ``None`` dimensions in
-an ``input_signature``); Python option strings and an ``int`` ``n_text``
-become part of the trace, tensors (scores, masks, ``(B,)`` lengths) are
-traced. Value checks (``n_text`` in range, overlapping masks) run in eager
-mode only.
+Inside ``tf.function`` Python option strings and an ``int`` ``n_text``
+become part of the trace; tensors (scores, masks, ``(B,)`` lengths) are
+traced, and their sizes may be unknown (``None`` in an ``input_signature``,
+as Keras traces ``model.fit``). Value checks (``n_text`` in range,
+overlapping masks, probabilities in ``[0, 1]``) run in eager mode only.
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
 
 import iaisreg as _core
+from iaisreg import schedules as _schedules
 
 from . import _namespace
 
@@ -61,23 +63,13 @@ def _as_tensor(x: Any, name: str, func: str) -> Any:
     raise TypeError(f"{func}: argument {name!r} must be a tf.Tensor (or a NumPy array); got {type(x).__name__}")
 
 
-def _convert_arrays(kwargs: dict, names: tuple) -> dict:
-    out = dict(kwargs)
-    for k in names:
-        v = out.get(k)
-        if isinstance(v, (tf.Variable, np.ndarray, np.generic)):
-            out[k] = tf.convert_to_tensor(v)
-    return out
-
-
-_MASKS = ("text_mask", "image_mask", "attention_mask")
-
-
 def iais(attn: tf.Tensor, n_text: Any = None, **kwargs: Any) -> tf.Tensor:
     """:func:`iaisreg.iais` for ``tf.Tensor`` (same arguments): ``attn``
     ``(B, H, N, N)`` or ``(B, N, N)`` -> scalar, or ``(B,)`` with
-    ``reduction="none"``. NumPy masks and lengths are converted; integer
-    lengths of any width (``int32``, ``int64``) are accepted.
+    ``reduction="none"``. NumPy masks and lengths are converted (by the core,
+    as on every backend); integer lengths of any width (``int32``,
+    ``int64``) are accepted. Sizes unknown while tracing (``None`` in an
+    ``input_signature``) are left to the trace.
 
     >>> import tensorflow as tf, iaisreg.tf
     >>> s = tf.random.normal((2, 4, 10, 10))
@@ -87,20 +79,12 @@ def iais(attn: tf.Tensor, n_text: Any = None, **kwargs: Any) -> tf.Tensor:
     >>> tape.gradient(loss, s).shape
     TensorShape([2, 4, 10, 10])
     """
-    attn = _as_tensor(attn, "attn", "iais")
-    if isinstance(n_text, (tf.Variable, np.ndarray, np.generic)):
-        n_text = tf.convert_to_tensor(n_text)
-    return _core.iais(attn, n_text, xp=_namespace, **_convert_arrays(kwargs, _MASKS))
+    return _core.iais(_as_tensor(attn, "attn", "iais"), n_text, xp=_namespace, **kwargs)
 
 
 def isda(scores: tf.Tensor, text_groups: Any, image_groups: Any, n_text: Any = None, **kwargs: Any) -> Any:
     """:func:`iaisreg.isda` for ``tf.Tensor`` (same arguments)."""
     scores = _as_tensor(scores, "scores", "isda")
-    if isinstance(n_text, (tf.Variable, np.ndarray, np.generic)):
-        n_text = tf.convert_to_tensor(n_text)
-    kwargs = _convert_arrays(kwargs, _MASKS)
-    text_groups, image_groups = (tf.convert_to_tensor(g) if isinstance(g, np.ndarray) else g
-                                 for g in (text_groups, image_groups))
     return _core.isda(scores, text_groups, image_groups, n_text, xp=_namespace, **kwargs)
 
 
@@ -108,40 +92,39 @@ def m_kl(a: tf.Tensor, b: tf.Tensor, **kwargs: Any) -> tf.Tensor:
     """:func:`iaisreg.m_kl` for ``tf.Tensor``: ``(..., n, m)`` -> ``(...,)``."""
     a = _as_tensor(a, "a", "m_kl")
     b = _as_tensor(b, "b", "m_kl")
-    return _core.m_kl(a, b, xp=_namespace, **_convert_arrays(kwargs, ("mask",)))
+    return _core.m_kl(a, b, xp=_namespace, **kwargs)
 
 
 def masks_from_lengths(n: int, text_lengths: Any, image_lengths: Any, **kwargs: Any) -> _core.Items:
     """:func:`iaisreg.masks_from_lengths` for ``tf.Tensor`` lengths: ``(B, N)`` masks.
 
-    >>> t, v = masks_from_lengths(6, tf.constant([2, 1]), tf.constant([2, 3]), text_start=1, image_start=4)
+    >>> t, v = masks_from_lengths(6, tf.constant([2, 1]), tf.constant([2, 2]), text_start=1, image_start=4)
     >>> tf.cast(t, tf.int32).numpy().tolist()
     [[0, 1, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0]]
     """
-    conv = {k: (tf.convert_to_tensor(v) if isinstance(v, (np.ndarray, tf.Variable)) else v) for k, v in kwargs.items()}
-    text_lengths, image_lengths = (tf.convert_to_tensor(v) if isinstance(v, (np.ndarray, tf.Variable)) else v
-                                   for v in (text_lengths, image_lengths))
-    return _core.masks_from_lengths(n, text_lengths, image_lengths, xp=_namespace, **conv)
+    return _core.masks_from_lengths(n, text_lengths, image_lengths, xp=_namespace, **kwargs)
 
 
-def lambda_schedule(name: str = "exp", total_steps: int | None = None, *, gamma: float = 5.0, value: float = 1.0) -> Any:
+@dataclasses.dataclass(frozen=True, repr=False)
+class _TfSchedule(_schedules.FrameworkSchedule):
+    framework: ClassVar[str] = "tf"
+
+    def convert(self, step: Any) -> tf.Tensor:
+        step = tf.convert_to_tensor(step)
+        return step if step.dtype == tf.float64 else tf.cast(step, tf.float32)
+
+
+def lambda_schedule(name: str | _core.Schedule = "exp", total_steps: int | None = None, *, gamma: float = 5.0,
+                    value: float = 1.0) -> Any:
     """A function ``step -> lambda_t`` returning a float32 ``tf.Tensor``, safe
-    inside ``tf.function``; see :mod:`iaisreg.schedules`. The configuration is
-    checked once, here. (:class:`LambdaSchedule` is the same as a
-    serialisable Keras schedule.)
+    inside ``tf.function``; see :mod:`iaisreg.schedules` (a
+    :class:`~iaisreg.schedules.Schedule` is taken as ``name`` too). The
+    configuration is checked once, here; the function pickles and compares by
+    value. (:class:`LambdaSchedule` is the same as a serialisable Keras
+    schedule.)
 
     >>> f = lambda_schedule("exp", 100)
-    >>> round(float(f(50)), 6)
-    0.082085
+    >>> round(float(f(50)), 6), f
+    (0.082085, iaisreg.tf.lambda_schedule(ExpSchedule(total_steps=100, gamma=5.0)))
     """
-    core = _core.get_schedule(name, total_steps, gamma=gamma, value=value)
-
-    def schedule(step: Any) -> tf.Tensor:
-        if isinstance(step, bool) or not (isinstance(step, (int, float, np.number)) or hasattr(step, "dtype")):
-            raise TypeError(f"lambda_schedule: 'step' must be a number or a 0-d tensor; got {type(step).__name__}")
-        step = tf.convert_to_tensor(step)
-        if step.dtype != tf.float64:
-            step = tf.cast(step, tf.float32)
-        return core(step)
-
-    return schedule
+    return _TfSchedule(_schedules.named_or_given(name, total_steps, gamma, value, func="lambda_schedule"))

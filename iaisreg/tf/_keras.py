@@ -9,11 +9,17 @@
   construction, ``y_true`` is ignored (any array, e.g. zeros). The per-sample
   losses go to Keras's reduction (default: mean over the batch, as
   ``iais(..., reduction="mean")``), multiplied by ``lambda_t`` of the loss's
-  ``step``.
+  ``step``. Any batch size and sequence length, also unknown while Keras
+  traces ``model.fit`` (``None``); under a ``mixed_float16`` policy the loss
+  is computed and returned in float32.
 * :class:`LambdaSchedule`: ``keras.optimizers.schedules.LearningRateSchedule``
   computing ``lambda_t`` (serialisable).
 * :class:`IAISStepCallback`: copies ``model.optimizer.iterations`` into the
   loss's ``step`` before each training batch, so ``model.fit`` anneals.
+
+All three pickle and deep-copy; the loss and the schedule are registered
+Keras serialisables, so ``model.save``/``keras.models.load_model`` keep them
+(the loss with its ``step``).
 """
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ import tensorflow as tf
 from iaisreg._options import OPTIONS as _OPTIONS
 from iaisreg._options import resolve_options as _resolve_options
 from iaisreg._options import takes_options as _takes_options
+from iaisreg.schedules import Schedule as _Schedule
+from iaisreg.schedules import as_schedule as _as_schedule
 
 from . import iais as _iais
 from . import lambda_schedule as _lambda_schedule
@@ -46,8 +54,8 @@ class LambdaSchedule(keras.optimizers.schedules.LearningRateSchedule):
         gamma, value: as :func:`iaisreg.get_schedule`.
 
     >>> f = LambdaSchedule("exp", 100)
-    >>> round(float(f(50)), 6)
-    0.082085
+    >>> round(float(f(50)), 6), f
+    (0.082085, LambdaSchedule(name='exp', total_steps=100, gamma=5.0, value=1.0))
     """
 
     def __init__(self, name: str = "exp", total_steps: int | None = None, *, gamma: float = 5.0,
@@ -62,6 +70,15 @@ class LambdaSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self) -> dict:
         return {"name": self.name, "total_steps": self.total_steps, "gamma": self.gamma, "value": self.value}
 
+    def __repr__(self) -> str:
+        return f"LambdaSchedule({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is type(self) and other._fn == self._fn
+
+    def __hash__(self) -> int:
+        return hash(self._fn)
+
 
 @keras.saving.register_keras_serializable(package="iaisreg")
 class IAISLoss(keras.losses.Loss):
@@ -72,9 +89,12 @@ class IAISLoss(keras.losses.Loss):
     Args:
         mode, anchor, variant, heads, inputs: as :func:`iaisreg.iais`.
         n_text: optional fixed ``int`` split point (then ``y_true`` is ignored).
-        schedule: ``None``, a schedule name, a :class:`LambdaSchedule` or any
-            callable ``step -> weight``; applied to :attr:`step`.
+        schedule: ``None``, a schedule name, a :class:`LambdaSchedule`, a
+            :class:`iaisreg.schedules.Schedule` (held as a
+            :class:`LambdaSchedule`) or any callable ``step -> weight``;
+            applied to :attr:`step`. All but plain callables serialise.
         total_steps, gamma: for a named schedule.
+        step: the initial value of :attr:`step` (a loaded loss restores it).
         reduction, name, dtype: as ``keras.losses.Loss`` (the default
             ``"sum_over_batch_size"`` is the mean over the batch).
 
@@ -103,6 +123,7 @@ class IAISLoss(keras.losses.Loss):
         reduction: str = "sum_over_batch_size",
         name: str = "iais",
         dtype: Any = None,
+        step: int = 0,
         **options: str,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -111,13 +132,11 @@ class IAISLoss(keras.losses.Loss):
             raise TypeError(f"IAISLoss: argument 'n_text' must be None or an int >= 0; got {n_text!r}")
         self.options = options
         self.n_text = n_text
-        if isinstance(schedule, str):
-            schedule = LambdaSchedule(schedule, total_steps, gamma=gamma)
-        elif schedule is not None and not callable(schedule):
-            raise TypeError(f"IAISLoss: argument 'schedule' must be None, a name or a callable; "
-                            f"got {type(schedule).__name__}")
-        self.schedule = schedule
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="iais_step")
+        if isinstance(schedule, dict):  # from get_config
+            schedule = keras.saving.deserialize_keras_object(schedule)
+        schedule = _as_schedule(schedule, total_steps, gamma=gamma, func="IAISLoss")
+        self.schedule = LambdaSchedule(**schedule.config) if isinstance(schedule, _Schedule) else schedule
+        self.step = tf.Variable(step, dtype=tf.int64, trainable=False, name="iais_step")
 
     def weight(self) -> Any:
         """``lambda_t`` at the current :attr:`step` (1.0 without a schedule)."""
@@ -139,13 +158,17 @@ class IAISLoss(keras.losses.Loss):
         config = super().get_config()
         config.update(self.options)
         config["n_text"] = self.n_text
+        config["step"] = int(self.step.numpy())
         if isinstance(self.schedule, LambdaSchedule):
-            config["schedule"] = self.schedule.name
-            config["total_steps"] = self.schedule.total_steps
-            config["gamma"] = self.schedule.gamma
+            config["schedule"] = keras.saving.serialize_keras_object(self.schedule)
         elif self.schedule is not None:
-            raise NotImplementedError("IAISLoss.get_config: only named schedules can be serialised")
+            raise NotImplementedError("IAISLoss.get_config: a plain callable schedule cannot be serialised; "
+                                      "use a schedule name, a LambdaSchedule or an iaisreg.schedules.Schedule")
         return config
+
+    def __repr__(self) -> str:
+        shown = {**self.options, "n_text": self.n_text, "schedule": self.schedule, "reduction": self.reduction}
+        return f"IAISLoss({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 class IAISStepCallback(keras.callbacks.Callback):
@@ -163,4 +186,7 @@ class IAISStepCallback(keras.callbacks.Callback):
         self.loss = loss
 
     def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-        self.loss.step.assign(int(self.model.optimizer.iterations.numpy()))
+        self.loss.step.assign(tf.cast(self.model.optimizer.iterations, tf.int64))  # no host round trip
+
+    def __repr__(self) -> str:
+        return f"IAISStepCallback({self.loss!r})"

@@ -25,11 +25,13 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from iaisreg._ops import sizes
+
 __all__ = [
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "bfloat16", "float32", "float64", "complex64", "complex128",
     "asarray", "zeros", "zeros_like", "ones", "ones_like", "arange",
-    "exp", "log", "maximum", "minimum", "where", "clip",
+    "exp", "log", "abs", "maximum", "minimum", "where", "clip",
     "sum", "mean", "max", "min", "any", "all", "argmax",
     "take_along_axis", "matmul", "matrix_transpose", "broadcast_to", "astype", "reshape", "concat",
     "isdtype", "finfo", "iinfo",
@@ -135,13 +137,17 @@ def ones_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> Any:
     return tf.ones_like(x, dtype=dtype)
 
 
+def _is_int(v: Any) -> Any:
+    return isinstance(v, (int, np.integer)) or (tf.is_tensor(v) and v.dtype.is_integer)
+
+
 def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None, device: Any = None) -> Any:
-    """Like NumPy: integer arguments give ``int64`` positions."""
+    """Like NumPy: integer arguments (scalar integer tensors included) give
+    ``int64`` positions."""
     if stop is None:
         start, stop = 0, start
     if dtype is None:
-        ints = _builtins.all(isinstance(v, (int, np.integer)) for v in (start, stop, step))
-        dtype = tf.int64 if ints else tf.float32
+        dtype = tf.int64 if _builtins.all(_is_int(v) for v in (start, stop, step)) else tf.float32
     with _device_scope(device):
         return tf.range(start, stop, step, dtype=dtype)
 
@@ -153,6 +159,10 @@ def exp(x: Any, /) -> Any:
 
 def log(x: Any, /) -> Any:
     return tf.math.log(x)
+
+
+def abs(x: Any, /) -> Any:  # noqa: A001 - the array API name
+    return tf.abs(x)
 
 
 def maximum(x1: Any, x2: Any, /) -> Any:
@@ -229,14 +239,14 @@ def argmax(x: Any, /, *, axis: Any = None, keepdims: Any = False) -> Any:
         x = tf.reshape(x, [-1])
         axis = 0
     x = tf.stop_gradient(x)
-    n = x.shape[axis]
     rank = len(x.shape)
     axis = axis % rank
+    n = sizes(x)[axis]  # a scalar tensor while tracing an unknown size
     top = tf.reduce_max(x, axis=axis, keepdims=True)
     shape = [1] * rank
     shape[axis] = -1
     pos = tf.reshape(tf.range(n, dtype=tf.int64), shape)
-    big = tf.constant(n, dtype=tf.int64)
+    big = tf.cast(n, tf.int64)
     # NaN compares unequal to everything: a row of NaNs gives index n, clipped below
     idx = tf.reduce_min(tf.where(tf.equal(x, top), pos, big), axis=axis, keepdims=keepdims)
     return tf.minimum(idx, big - 1)
@@ -254,7 +264,7 @@ def take_along_axis(x: Any, indices: Any, /, *, axis: int = -1) -> Any:
     axis = axis % rank
     if len(indices.shape) != rank:
         raise ValueError(f"take_along_axis: 'indices' must have rank {rank}; got shape {tuple(indices.shape)}")
-    target = [x.shape[d] if d != axis else indices.shape[d] for d in range(rank)]
+    target = [d if i != axis else m for i, (d, m) in enumerate(zip(sizes(x), sizes(indices)))]
     indices = tf.broadcast_to(indices, target)
     if axis != rank - 1:
         perm = [d for d in range(rank) if d != axis] + [axis]

@@ -5,7 +5,12 @@ BERT-style layer's pre-softmax attention scores without patching the model.
 
 All math lives in the backend-neutral core; this module only checks types,
 picks the namespace and adds conveniences. Everything runs under
-``torch.compile(fullgraph=True)`` and on CUDA without host synchronisation.
+``torch.compile(fullgraph=True)``, ``dynamic=True`` included (one graph for
+every batch size and sequence length), and on CUDA without host
+synchronisation. Under ``torch.autocast`` the functions run with autocast
+off: the core computes 16-bit inputs in float32 itself, and the loss comes
+back in float32. :class:`IAISLoss` and :class:`ScoreCapture` pickle and
+deep-copy with the model that holds them.
 """
 from __future__ import annotations
 
@@ -16,18 +21,26 @@ import torch
 from array_api_compat import torch as _xp
 
 import iaisreg as _core
+from iaisreg._ops import native as _native
 from iaisreg._options import resolve_options as _resolve_options
 from iaisreg._options import takes_options as _takes_options
+from iaisreg.schedules import as_schedule as _as_schedule
 
 __all__ = ["iais", "isda", "m_kl", "masks_from_lengths", "IAISLoss", "ScoreCapture", "xp"]
 
 #: the array namespace the core runs on for ``torch.Tensor`` (``array_api_compat.torch``)
 xp = _xp
+_native("softmax", xp=_xp)  # fill the registry's cache now, not inside a first compiled call (a recompile)
 
 
 def _check_tensor(x: Any, name: str, func: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{func}: argument {name!r} must be a torch.Tensor; got {type(x).__name__}")
+
+
+def _autocast_off(x: torch.Tensor) -> Any:
+    """Autocast off for the core's math (it upcasts 16-bit inputs itself)."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 def iais(attn: torch.Tensor, n_text: Any = None, **kwargs: Any) -> torch.Tensor:
@@ -40,20 +53,23 @@ def iais(attn: torch.Tensor, n_text: Any = None, **kwargs: Any) -> torch.Tensor:
     torch.Size([2, 12, 10, 10])
     """
     _check_tensor(attn, "attn", "iais")
-    return _core.iais(attn, n_text, xp=_xp, **kwargs)
+    with _autocast_off(attn):
+        return _core.iais(attn, n_text, xp=_xp, **kwargs)
 
 
 def isda(scores: torch.Tensor, text_groups: Any, image_groups: Any, n_text: Any = None, **kwargs: Any) -> Any:
     """:func:`iaisreg.isda` for ``torch.Tensor`` (same arguments)."""
     _check_tensor(scores, "scores", "isda")
-    return _core.isda(scores, text_groups, image_groups, n_text, xp=_xp, **kwargs)
+    with _autocast_off(scores):
+        return _core.isda(scores, text_groups, image_groups, n_text, xp=_xp, **kwargs)
 
 
 def m_kl(a: torch.Tensor, b: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """:func:`iaisreg.m_kl` for ``torch.Tensor``."""
     _check_tensor(a, "a", "m_kl")
     _check_tensor(b, "b", "m_kl")
-    return _core.m_kl(a, b, xp=_xp, **kwargs)
+    with _autocast_off(a):
+        return _core.m_kl(a, b, xp=_xp, **kwargs)
 
 
 def masks_from_lengths(n: int, text_lengths: Any, image_lengths: Any, **kwargs: Any) -> _core.Items:
@@ -70,7 +86,8 @@ class IAISLoss(torch.nn.Module):
 
     Args:
         schedule: ``None``, a name (``"exp"``, ``"linear"``, ``"log"``,
-            ``"constant"``) or any callable ``step -> weight``.
+            ``"constant"``; held as a :class:`iaisreg.schedules.Schedule`)
+            or any callable ``step -> weight``.
         total_steps, gamma: for named schedules.
         mode, anchor, variant, heads, reduction, inputs: as :func:`iaisreg.iais`
             (defaults from :data:`iaisreg.OPTIONS`).
@@ -80,6 +97,8 @@ class IAISLoss(torch.nn.Module):
     >>> s = torch.randn(2, 4, 8, 8)
     >>> bool(crit(s, 3, step=100) == iais(s, 3, mode="distributed"))
     True
+    >>> crit
+    IAISLoss(mode='distributed', anchor='V', variant='official', heads='auto', reduction='mean', inputs='scores', schedule=ExpSchedule(total_steps=100, gamma=5.0))
     """
 
     @_takes_options()
@@ -93,10 +112,7 @@ class IAISLoss(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.options = _resolve_options("IAISLoss", options)
-        if schedule is None or callable(schedule):
-            self.schedule = schedule
-        else:
-            self.schedule = _core.get_schedule(schedule, total_steps, gamma=gamma)
+        self.schedule = _as_schedule(schedule, total_steps, gamma=gamma, func="IAISLoss")
 
     def weight(self, step: Any) -> Any:
         """``lambda_t`` at ``step`` (1.0 without a schedule)."""
@@ -111,7 +127,8 @@ class IAISLoss(torch.nn.Module):
         return loss if (isinstance(w, float) and w == 1.0) else loss * w
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        shown = {**self.options, **({} if self.schedule is None else {"schedule": self.schedule})}
+        return ", ".join(f"{k}={v!r}" for k, v in shown.items())
 
 
 def _find_self_attention(model: torch.nn.Module, layer: int) -> torch.nn.Module:
@@ -176,6 +193,14 @@ class ScoreCapture:
     def remove(self) -> None:
         """Remove the hook."""
         self._handle.remove()
+
+    def __getstate__(self) -> dict:
+        # the captured scores belong to one forward pass (and are not a leaf
+        # tensor, which neither pickles nor deep-copies): a copy starts empty
+        return {**self.__dict__, "scores": None}
+
+    def __repr__(self) -> str:
+        return f"ScoreCapture(module={type(self.module).__name__}, num_heads={self.num_heads})"
 
     def __enter__(self) -> "ScoreCapture":
         return self
