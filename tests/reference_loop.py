@@ -1,5 +1,5 @@
 """A straightforward per-sample-loop implementation of IAIS, written from
-the spec (``shared/spec/iais-semantics.md``) in the structure of the
+the semantics in ``docs/semantics.md`` in the structure of the
 authors' UNITER code.
 
 ``blocks="authors"`` (default) follows that structure closely: the four

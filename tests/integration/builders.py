@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: ``/work/shared`` seen from the repo (``../shared`` from the repo root).
+#: the shared Flickr30k Entities sample, ``../shared`` from the repository root
 SHARED_DATA = REPO_ROOT / ".." / "shared" / "data" / "flickr30k_entities"
 
 
