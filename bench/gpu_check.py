@@ -318,8 +318,7 @@ def section_torchrun(args: argparse.Namespace) -> dict:
         hps_path = os.path.join(out_dir, "log", "hps.json")
         hps = read_json_object(hps_path) if os.path.exists(hps_path) else {}
     found = re.search(r"resumed from \S+ at step (\d+)", runs[1].stderr)
-    world, device = hps.get("world_size"), str(hps.get("device", ""))
-    backend = ("nccl" if device.startswith("cuda") else "gloo") if (world or 1) > 1 else "none (1 process: no group)"
+    device, backend = str(hps.get("device", "")), hps.get("process_group") or "none"
     return {"procs": args.torchrun_procs, "backend": backend, "precision": hps.get("precision"), "device": device,
             "exit_codes": [r.returncode for r in runs], "steps_first": [r["step"] for r in log1],
             "steps_after_resume": [r["step"] for r in log2], "resumed_step": int(found.group(1)) if found else None,

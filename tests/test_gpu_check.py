@@ -61,6 +61,7 @@ def test_smoke_train_eval_torchrun(smoke):
     run = result["torchrun"]
     assert run["exit_codes"] == [0, 0] and run["resumed_step"] == 3 and run["resume_ok"]
     assert run["steps_first"] == [1, 2, 3] and run["steps_after_resume"] == [1, 2, 3, 4, 5]
+    assert run["backend"] == "gloo"  # torchrun with one process still runs in a process group (NCCL on a GPU)
 
 
 @pytest.mark.slow

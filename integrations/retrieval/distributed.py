@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from .objective import SetupError
 
-__all__ = ["DistContext", "default_device", "init_from_env", "teardown", "rank", "world_size", "gather_columns", "all_reduce_sum",
+__all__ = ["DistContext", "default_device", "init_from_env", "teardown", "rank", "backend", "world_size", "gather_columns", "all_reduce_sum",
            "all_gather_objects", "barrier"]
 
 
@@ -37,6 +37,11 @@ class DistContext:
 def rank() -> int:
     """Rank in the default group, 0 without one."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def backend() -> str | None:
+    """Backend of the default group (``"nccl"``, ``"gloo"``), None without one."""
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
 
 def world_size() -> int:
@@ -66,17 +71,19 @@ def init_from_env(device: str | torch.device | None = None, *,
                   timeout_s: float = 1800.0) -> DistContext:
     """Join the process group described by ``torchrun``'s environment variables.
 
-    With ``WORLD_SIZE > 1`` and no group yet, initialises one: NCCL when the
-    process uses a CUDA device, gloo otherwise. ``device`` defaults to
-    ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
+    Under ``torchrun`` (even with one process) or with ``WORLD_SIZE > 1``,
+    and no group yet, initialises one: NCCL when the process uses a CUDA
+    device, gloo otherwise. ``device`` defaults to ``cuda:LOCAL_RANK`` when
+    CUDA is available, else the CPU.
     """
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = "TORCHELASTIC_RUN_ID" in os.environ and "MASTER_ADDR" in os.environ
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = default_device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     owns = False
-    if env_world > 1 and not dist.is_initialized():
+    if (env_world > 1 or launched) and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
         owns = True

@@ -136,17 +136,25 @@ def test_the_iais_term_adds_its_gradient_to_the_last_layers_query_key_weights(vi
 
 
 def test_resume_continues_exactly(vilt_world, tmp_path):
+    # Same data, random streams and optimizer state after the resume; the sums of
+    # the CPU's matrix kernels may still round differently in the last bit (their
+    # blocking can depend on where a buffer lies), so the figures agree to float
+    # rounding, far below what a wrong data order or state would change.
     common = dict(num_train_steps=4, save_steps=1, keep_checkpoints=0, deterministic=True, final_eval=False)
     full = finetune.run(train_args(vilt_world, tmp_path / "full", **common))[1]
     status, cut = finetune.run(train_args(vilt_world, tmp_path / "cut", stop_after=2, **common))
     assert status == 0 and cut.stop_reason == "stop_after" and cut.step == 2
     rest = finetune.run(train_args(vilt_world, tmp_path / "cut", resume="auto", **common))[1]
     keys = ("loss", "rank_loss", "iais_loss", "lambda", "lr", "grad_norm")
-    assert [{k: r[k] for k in keys} for r in cut.history + rest.history] == [{k: r[k] for k in keys}
-                                                                             for r in full.history]
+    resumed = [[r[k] for k in keys] for r in cut.history + rest.history]
+    assert [r["step"] for r in cut.history + rest.history] == [r["step"] for r in full.history] == [1, 2, 3, 4]
+    torch.testing.assert_close(torch.tensor(resumed, dtype=torch.float64),
+                               torch.tensor([[r[k] for k in keys] for r in full.history], dtype=torch.float64),
+                               rtol=1e-5, atol=1e-7)
     final = {n: torch.load(tmp_path / d / "ckpt" / "model_step_4_final.pt", weights_only=True) for n, d in
              (("full", "full"), ("cut", "cut"))}
-    assert all(torch.equal(final["full"][k], final["cut"][k]) for k in final["full"])
+    assert final["full"].keys() == final["cut"].keys()
+    torch.testing.assert_close(final["cut"], final["full"], rtol=1e-5, atol=1e-6)
 
 
 def test_the_finetuned_weights_score_like_plain_vilt(vilt_world, tmp_path):
