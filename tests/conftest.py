@@ -73,3 +73,25 @@ def png_size(path) -> tuple[int, int]:
     data = Path(path).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG file"
     return struct.unpack(">II", data[16:24])
+
+
+def once_per_session(tmp_path_factory, name: str, make) -> Path:
+    """The folder ``name`` filled by ``make(folder)`` once per test session.
+
+    pytest-xdist workers share it: the first to ask runs ``make``, the others
+    wait for it and read what it wrote. A failed ``make`` leaves no marker, so
+    every worker that asks sees the failure itself.
+    """
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # pytest-N/popen-gwK: pytest-N belongs to this session, common to its workers
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            make(folder)
+            done.touch()
+    return folder

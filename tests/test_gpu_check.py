@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import once_per_session
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
 
@@ -20,12 +22,18 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu_check")
+def _smoke_run(out: Path) -> None:
     proc = _run("--smoke", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
+    (out / "stdout.txt").write_text(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The smoke run's printed tables, JSON and markdown (one run per test session)."""
+    out = once_per_session(tmp_path_factory, "gpu_check_smoke", _smoke_run)
+    return ((out / "stdout.txt").read_text(), json.loads((out / "gpu_check.json").read_text()),
+            (out / "gpu_check.md").read_text())
 
 
 @pytest.mark.slow
@@ -66,12 +74,12 @@ def test_smoke_train_eval_torchrun(smoke):
 
 @pytest.mark.slow
 def test_smoke_outputs(smoke):
-    proc, result, md = smoke
+    stdout, result, md = smoke
     assert [t["goal"] for t in result["targets"]][0] == "loss vs per-sample loop >= 30x"
     assert len(result["targets"]) == 5  # loss, syncs, overhead per precision (2), Flickr30k projection
     assert result["environment"]["smoke"] and result["environment"]["torch"]
     assert "| regions | mode | anchor | loop ms |" in md and "| goal | measured |" in md and "Smoke run" in md
-    assert md in proc.stdout  # the tables are printed too
+    assert md in stdout  # the tables are printed too
 
 
 def test_without_cuda_is_one_line_error(tmp_path, capsys):
