@@ -57,6 +57,7 @@ __all__ = [
     "parse_caption",
     "parse_sentences",
     "parse_annotations",
+    "read_image_entities",
     "tokenize_caption",
     "phrase_token_positions",
     "box_iou",
@@ -570,6 +571,17 @@ class TokenizedCaption:
 
 
 Tokenizer = Union[Callable[[str], Sequence[str]], Any]
+
+
+def read_image_entities(entities: PathLike, image_id: str) -> tuple[list[Sentence], Annotation] | None:
+    """The sentences and the annotation of one image from a Flickr30k Entities
+    directory (``Sentences/<id>.txt``, ``Annotations/<id>.xml``); None when
+    either file is absent. A malformed file raises :class:`FlickrEntitiesError`."""
+    sentences = os.path.join(entities, "Sentences", f"{image_id}.txt")
+    annotation = os.path.join(entities, "Annotations", f"{image_id}.xml")
+    if not (os.path.isfile(sentences) and os.path.isfile(annotation)):
+        return None
+    return parse_sentences(sentences), parse_annotations(annotation)
 
 
 def _is_hf_tokenizer(tokenize: Any) -> bool:

@@ -25,8 +25,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..entities import Annotation, ObjectGroups, Sentence, check_entities_dir, object_groups, parse_annotations, \
-    parse_sentences, tokenize_caption
+from ..entities import Annotation, FlickrEntitiesError, ObjectGroups, Sentence, check_entities_dir, object_groups, \
+    read_image_entities, tokenize_caption
 from ..retrieval import distributed
 from ..retrieval.cli import CommandParser, run_command, setup_logging, write_text
 from ..retrieval.isda import SURROGATES, isda_over_pairs
@@ -91,11 +91,10 @@ class Skipped:
 
 
 def _read_entities(entities: str, img_id: str) -> tuple[list[Sentence], Annotation] | None:
-    sent = os.path.join(entities, "Sentences", f"{img_id}.txt")
-    ann = os.path.join(entities, "Annotations", f"{img_id}.xml")
-    if not (os.path.isfile(sent) and os.path.isfile(ann)):
-        return None
-    return parse_sentences(sent), parse_annotations(ann)
+    try:
+        return read_image_entities(entities, img_id)
+    except FlickrEntitiesError as err:  # a malformed file is the user's to fix: one line, exit status 2
+        raise DataError(str(err)) from None
 
 
 def annotated_pairs(txt_db: TxtDb, img_db: ImgDb, entities: str, tokenizer: Any, *, iou_threshold: float = 0.5,

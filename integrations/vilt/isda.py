@@ -34,12 +34,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..entities import FlickrEntitiesFileNotFoundError, check_entities_dir, parse_annotations, parse_sentences, \
-    phrase_token_positions, tokenize_caption
+from ..entities import FlickrEntitiesError, check_entities_dir, phrase_token_positions, read_image_entities, \
+    tokenize_caption
 from ..retrieval.cli import run_command, setup_logging
 from ..retrieval.isda import SURROGATES, ObjectPair, isda_over_pairs
 from ..retrieval.objective import SetupError
 from ..retrieval.options import check_ranges, check_types
+from ..retrieval.protocol import DataError
 from .cli import ScoreOptions, device_of, parse_command, write_report
 from .config import ViltData
 from .data import ViltPairs
@@ -133,11 +134,13 @@ def annotated_pairs(plugin: ViltPlugin, pairs: ViltPairs, entities: str, *, skip
     for i, entry in enumerate(pairs.entries):
         stem = os.path.splitext(os.path.basename(entry.path))[0]
         try:
-            sentences = parse_sentences(os.path.join(entities, "Sentences", f"{stem}.txt"))
-            annotation = parse_annotations(os.path.join(entities, "Annotations", f"{stem}.xml"))
-        except FlickrEntitiesFileNotFoundError:
+            found = read_image_entities(entities, stem)
+        except FlickrEntitiesError as err:  # a malformed file is the user's to fix: one line, exit status 2
+            raise DataError(str(err)) from None
+        if found is None:
             skipped["no Sentences/Annotations file for the image"] += len(pairs.image_captions[i])
             continue
+        sentences, annotation = found
         image, size = pairs.image(i), _original_size(pairs.image_path(i))
         for c in pairs.image_captions[i]:
             ids = pairs.caption(c)

@@ -4,6 +4,7 @@ set (Sentences + Annotations) and databases in the original formats, through
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -145,6 +146,18 @@ def test_isda_command_errors(world, capsys):
                           str(world["root"]), "--vocab", str(world["vocab"]), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "error: no Sentences/ folder" in err and "Traceback" not in err
+
+
+def test_a_malformed_entities_file_is_one_line_naming_it(world, tmp_path, capsys):
+    ents = tmp_path / "entities"
+    shutil.copytree(world["entities"], ents)
+    (ents / "Sentences" / "1002.txt").write_text("[/EN#1/people A man in [/EN#2/clothing a shirt\n")
+    common = ["--config", str(world["config"]), "--checkpoint", str(world["a"]), "--entities", str(ents),
+              "--vocab", str(world["vocab"])]
+    assert isda_cmd.main(common + ["--no-progress"]) == 2
+    assert visualize.main(common + ["--image", "1002", "--output", str(tmp_path / "fig7.png")]) == 2
+    for err in capsys.readouterr().err.split("error: ")[1:]:
+        assert "Traceback" not in err and str(ents / "Sentences" / "1002.txt") in err and "line 1" in err
 
 
 def test_visualize_two_checkpoints(world, tmp_path, capsys):

@@ -4,6 +4,7 @@ ISDa equal to a loop computation on ViLT's own attention probabilities, and the 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -115,3 +116,11 @@ def test_isda_command_errors(vilt_world, tmp_path, capsys):
     assert "error: no Sentences/ folder" in err and "Traceback" not in err
     assert isda_cmd.main(_args(vilt_world, "--split", "train")) == 2  # no Entities file for any training image
     assert "has an object present in both modalities" in capsys.readouterr().err
+    ents = tmp_path / "malformed"
+    shutil.copytree(vilt_world["entities"], ents)
+    bad = sorted((ents / "Sentences").iterdir())[0]
+    bad.write_text("[/EN#1/other a red circle left of a blue square\n")
+    assert isda_cmd.main(_args({**vilt_world, "entities": str(ents)})) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and f"{bad}, line 1: phrase" in lines[0] and "Traceback" not in err
