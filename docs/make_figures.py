@@ -1,6 +1,6 @@
 """Make the pictures of the documentation site (``docs/img/*.png``) again.
 
-    python docs/make_figures.py              # all of them (the demo part takes about 2 minutes on 2 cores)
+    python docs/make_figures.py              # all of them (the demo part takes a few minutes on 2 cores)
     python docs/make_figures.py --no-demo    # only the picture computed with the library
 
 - ``iais_blocks.png``: what IAIS computes, on a hand-made attention matrix of

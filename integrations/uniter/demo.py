@@ -45,9 +45,9 @@ says (a bar on a terminal, plain lines in a file or a pipe).
 It is a small sanity demo of the machinery, not a reproduction of the
 paper: with a model this small, trained for about a minute, the RSUM
 difference between the two runs is not larger than its spread over seeds
-(ISDa, which IAIS optimizes, drops consistently). Under 2 minutes on
-2 CPU cores the first time, less once the data and the pre-trained
-checkpoint are cached.
+(ISDa, which IAIS optimizes, drops consistently). It takes 1.5 to 5
+minutes on 2 CPU cores the first time, depending on the CPU; less once the
+data and the pre-trained checkpoint are cached.
 """
 
 from __future__ import annotations
