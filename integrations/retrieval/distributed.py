@@ -12,8 +12,8 @@ import torch.distributed as dist
 
 from .objective import SetupError
 
-__all__ = ["DistContext", "default_device", "init_from_env", "teardown", "rank", "backend", "world_size", "gather_columns", "all_reduce_sum",
-           "all_gather_objects", "barrier"]
+__all__ = ["DistContext", "default_device", "init_from_env", "teardown", "rank", "backend", "world_size",
+           "gather_columns", "all_reduce_sum", "all_gather_objects", "barrier"]
 
 
 @dataclass

@@ -312,8 +312,8 @@ class _Run:
             return
         opts = self.opts
         meta = {"options": dataclasses.asdict(opts), "plugin": self.plugin.describe(),
-                "world_size": self.world, "process_group": distributed.backend(), "num_gpus_equivalent": self.gpus, "accumulation": self.accum,
-                "precision": self.precision, "device": str(self.device),
+                "world_size": self.world, "process_group": distributed.backend(), "num_gpus_equivalent": self.gpus,
+                "accumulation": self.accum, "precision": self.precision, "device": str(self.device),
                 "n_train_captions": self.pairs.n_captions, "n_train_images": self.pairs.n_images}
         with open(os.path.join(opts.output_dir, "log", "hps.json"), "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2)
