@@ -159,7 +159,7 @@ def test_a_malformed_entities_file_is_one_line_naming_it(world, tmp_path, capsys
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 2 and "Traceback" not in err  # one line from each command
-    assert all(f"{ents / 'Sentences' / '1002.txt'}, line 1: phrase" in line for line in lines), lines
+    assert all(f"{ents / 'Sentences' / '1002.txt'}, line 1: nested phrase" in line for line in lines), lines
 
 
 def test_visualize_two_checkpoints(world, tmp_path, capsys):
