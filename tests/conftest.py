@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import sys
@@ -82,8 +83,6 @@ def once_per_session(tmp_path_factory, name: str, make) -> Path:
     wait for it and read what it wrote. A failed ``make`` leaves no marker, so
     every worker that asks sees the failure itself.
     """
-    import fcntl
-
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # pytest-N/popen-gwK: pytest-N belongs to this session, common to its workers

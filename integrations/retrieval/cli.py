@@ -9,6 +9,7 @@ import sys
 import traceback
 from typing import Callable, Mapping
 
+from ..entities import FlickrEntitiesError
 from .checkpoint import CheckpointError, check_writable
 from .evaluation import NonFiniteScoreError
 from .loop import NonFiniteLossError
@@ -19,8 +20,9 @@ from .protocol import DataError
 __all__ = ["USER_ERRORS", "CommandParser", "setup_logging", "run_command", "check_outputs", "write_text"]
 
 #: errors that are the user's to fix (a setting, a file, the data): one line, exit status 2. ``OSError`` covers
-#: files that cannot be read or written (missing, a directory where a file is expected, no space left).
-USER_ERRORS: tuple[type[BaseException], ...] = (SetupError, CheckpointError, DataError, OSError)
+#: files that cannot be read or written (missing, a directory where a file is expected, no space left);
+#: ``FlickrEntitiesError`` a malformed Flickr30k Entities file (it names the file and the line).
+USER_ERRORS: tuple[type[BaseException], ...] = (SetupError, CheckpointError, DataError, FlickrEntitiesError, OSError)
 #: a run that stopped on a NaN/inf: one line, exit status 1
 NON_FINITE = (NonFiniteLossError, NonFiniteScoreError)
 

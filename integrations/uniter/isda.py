@@ -25,8 +25,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..entities import Annotation, FlickrEntitiesError, ObjectGroups, Sentence, check_entities_dir, object_groups, \
-    read_image_entities, tokenize_caption
+from ..entities import ObjectGroups, Sentence, check_entities_dir, object_groups, read_image_entities, \
+    tokenize_caption
 from ..retrieval import distributed
 from ..retrieval.cli import CommandParser, run_command, setup_logging, write_text
 from ..retrieval.isda import SURROGATES, isda_over_pairs
@@ -90,13 +90,6 @@ class Skipped:
         self.counts[reason] = self.counts.get(reason, 0) + 1
 
 
-def _read_entities(entities: str, img_id: str) -> tuple[list[Sentence], Annotation] | None:
-    try:
-        return read_image_entities(entities, img_id)
-    except FlickrEntitiesError as err:  # a malformed file is the user's to fix: one line, exit status 2
-        raise DataError(str(err)) from None
-
-
 def annotated_pairs(txt_db: TxtDb, img_db: ImgDb, entities: str, tokenizer: Any, *, iou_threshold: float = 0.5,
                     limit: int | None = None, skipped: Skipped | None = None,
                     images: Sequence[str] | None = None) -> Iterator[AnnotatedPair]:
@@ -113,7 +106,7 @@ def annotated_pairs(txt_db: TxtDb, img_db: ImgDb, entities: str, tokenizer: Any,
     for fname, txt_ids in txt_db.img2txts.items():
         if wanted is not None and fname not in wanted and image_id(fname) not in wanted:
             continue
-        read = _read_entities(entities, image_id(fname))
+        read = read_image_entities(entities, image_id(fname))
         if read is None:
             skipped.add("no Sentences/Annotations file for the image")
             continue

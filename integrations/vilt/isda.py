@@ -34,13 +34,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..entities import FlickrEntitiesError, check_entities_dir, phrase_token_positions, read_image_entities, \
-    tokenize_caption
+from ..entities import check_entities_dir, phrase_token_positions, read_image_entities, tokenize_caption
 from ..retrieval.cli import run_command, setup_logging
 from ..retrieval.isda import SURROGATES, ObjectPair, isda_over_pairs
 from ..retrieval.objective import SetupError
 from ..retrieval.options import check_ranges, check_types
-from ..retrieval.protocol import DataError
 from .cli import ScoreOptions, device_of, parse_command, write_report
 from .config import ViltData
 from .data import ViltPairs
@@ -133,10 +131,7 @@ def annotated_pairs(plugin: ViltPlugin, pairs: ViltPairs, entities: str, *, skip
     tokenizer, n = plugin.processor.tokenizer, 0
     for i, entry in enumerate(pairs.entries):
         stem = os.path.splitext(os.path.basename(entry.path))[0]
-        try:
-            found = read_image_entities(entities, stem)
-        except FlickrEntitiesError as err:  # a malformed file is the user's to fix: one line, exit status 2
-            raise DataError(str(err)) from None
+        found = read_image_entities(entities, stem)
         if found is None:
             skipped["no Sentences/Annotations file for the image"] += len(pairs.image_captions[i])
             continue
